@@ -1,0 +1,61 @@
+"""Episode Control: the application factory."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config import Config, config_from_env
+
+
+def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
+    """Build the app: bind extensions, blueprints, Socket.IO handlers, Celery, CLI."""
+    config = config or config_from_env()
+    if hasattr(config, "validate"):
+        config.validate()
+    app = Flask(__name__, instance_path=str(Path(__file__).resolve().parent.parent / "instance"))
+    app.config.from_object(config)
+    app.config["CELERY"] = config.celery()
+    app.config.update(overrides)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from app import models  # noqa: F401 - register every table on the metadata
+    from app.api import register_blueprints
+    from app.auth import init_auth
+    from app.cli import register_cli
+    from app.errors import register_error_handlers
+    from app.extensions import api, db, jwt, migrate
+    from app.realtime import init_realtime
+    from app.tasks import celery_init_app
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+                     render_as_batch=True, compare_type=True)
+    jwt.init_app(app)
+    init_auth(app)
+    api.init_app(app)
+    register_blueprints(app)
+    register_error_handlers(app)  # after flask-smorest, so our handlers win
+    init_realtime(app)
+    celery_init_app(app)
+    register_cli(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """SQLite: enforce foreign keys (cascades), WAL and a busy timeout for the worker threads."""
+    module = type(dbapi_connection).__module__
+    if "sqlite" not in module:
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

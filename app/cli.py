@@ -1,0 +1,29 @@
+"""Flask CLI: ``flask --app wsgi users create-admin EMAIL --password PW``."""
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from app.errors import DomainError
+
+users_cli = AppGroup("users", help="Manage users.")
+
+
+@users_cli.command("create-admin")
+@click.argument("email")
+@click.option("--password", default=None, help="Password (required for a new user).")
+@click.option("--name", default=None, help="Display name for a new user.")
+def create_admin(email: str, password: str | None, name: str | None) -> None:
+    """Create an admin, or promote an existing user to admin."""
+    from app.services.users import create_or_promote_admin
+
+    try:
+        user = create_or_promote_admin(email, password, name)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"{user.email} is an admin (id {user.id})")
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(users_cli)

@@ -1,0 +1,110 @@
+"""Domain errors and the one JSON error shape for every 4xx/5xx."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """An error raised by a service function, mapped to an HTTP status by the API layer."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, details: dict | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        if code:
+            self.code = code
+
+
+class ValidationError(DomainError):
+    status, code = 422, "validation_error"
+
+
+class NotFound(DomainError):
+    status, code = 404, "not_found"
+
+
+class Forbidden(DomainError):
+    status, code = 403, "forbidden"
+
+
+class Conflict(DomainError):
+    status, code = 409, "conflict"
+
+
+class Unauthorized(DomainError):
+    status, code = 401, "unauthorized"
+
+
+class RateLimited(DomainError):
+    status, code = 429, "rate_limited"
+
+
+def error_response(status: int, code: str, message: str, details: Any = None, headers=None):
+    """Build ``{"error": {"code", "message", "details"}}`` with the given status."""
+    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _flatten_messages(messages: Any) -> dict:
+    """webargs nests errors by location ({"json": {"title": [...]}}); name the fields."""
+    if not isinstance(messages, dict):
+        return {"_schema": messages}
+    details: dict = {}
+    for location, errors in messages.items():
+        if isinstance(errors, dict):
+            details.update(errors)
+        else:
+            details[location if location not in ("json", "query", "form") else "_schema"] = errors
+    return details
+
+
+def _code_for(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves as JSON in the one shape: domain errors, HTTP errors, crashes."""
+
+    @app.errorhandler(DomainError)
+    def handle_domain_error(exc: DomainError):
+        headers = {}
+        if isinstance(exc, RateLimited) and "retry_after" in exc.details:
+            headers["Retry-After"] = str(exc.details["retry_after"])
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(exc: HTTPException):
+        data = getattr(exc, "data", None) or {}
+        headers = dict(data.get("headers") or {})
+        if exc.code == 405 and exc.valid_methods:
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        messages = data.get("messages")
+        if exc.code == 422 or (messages and exc.code == 400):
+            details = _flatten_messages(messages)
+            if exc.code == 400:
+                return error_response(400, "bad_request", "Malformed request body", details)
+            return error_response(422, "validation_error", "Invalid input", details, headers)
+        if exc.code == 413:
+            return error_response(413, "payload_too_large", "The upload is too large", {})
+        message = data.get("message") or exc.description or exc.name
+        return error_response(exc.code or 500, _code_for(exc), message, {}, headers)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        log.exception("unhandled error")
+        from app.extensions import db
+
+        db.session.rollback()
+        return error_response(500, "internal_error", "Internal server error")

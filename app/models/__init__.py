@@ -1,0 +1,12 @@
+"""ORM models of every table of the design."""
+from app.models.base import JSONType, TimestampMixin, UTCDateTime, isoformat, utcnow
+from app.models.core import Episode, File, Job, RevokedToken, User
+from app.models.events import ActivityLog, DomainEvent
+from app.models.notifications import Notification, NotificationPreference
+from app.models.presence import PresenceSocket, UserPresence
+
+__all__ = [
+    "ActivityLog", "DomainEvent", "Episode", "File", "JSONType", "Job", "Notification",
+    "NotificationPreference", "PresenceSocket", "RevokedToken", "TimestampMixin", "User",
+    "UTCDateTime", "UserPresence", "isoformat", "utcnow",
+]

@@ -1,0 +1,53 @@
+"""Running the web process: Socket.IO server, embedded worker, file descriptor limit."""
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+
+from flask import Flask
+
+from app.extensions import socketio
+
+log = logging.getLogger(__name__)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Lift the soft RLIMIT_NOFILE toward the hard one so the connection cap is reachable."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(wanted, soft)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def serve(app: Flask, *, host: str, port: int) -> None:
+    """Serve HTTP and Socket.IO; start the embedded worker and beat when configured."""
+    cap = app.config["MAX_CONNECTIONS"]
+    limit = raise_fd_limit(cap * 2 + 256)
+    if limit < cap + 64:
+        log.warning("file descriptor limit %s is below MAX_CONNECTIONS=%s", limit, cap)
+    celery_url = app.extensions["celery"].conf.broker_url or ""
+    if app.config.get("EMBEDDED_WORKER") and celery_url.startswith("memory://"):
+        from app.tasks import start_embedded_worker
+
+        start_embedded_worker(app)
+    from app.realtime.connections import shutdown_all
+
+    def _graceful(signum, _frame):
+        log.info("signal %s: disconnecting clients", signum)
+        with app.app_context():
+            shutdown_all()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    mode = app.config["SOCKETIO_ASYNC_MODE"]
+    kwargs: dict = {"host": host, "port": port}
+    if mode == "eventlet":
+        # eventlet.wsgi defaults to 1,024 simultaneous connections; make the cap reachable.
+        kwargs["max_size"] = cap + 64
+    elif mode == "threading":
+        kwargs["allow_unsafe_werkzeug"] = True
+    log.info("serving on %s:%s (%s)", host, port, mode)
+    socketio.run(app, **kwargs)

@@ -1,0 +1,1 @@
+"""Domain functions: they take plain values, own their transaction, raise domain errors."""

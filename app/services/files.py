@@ -1,0 +1,177 @@
+"""Files: bytes in the storage directory, rows in the database, signed download URLs."""
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from flask import current_app
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from app.errors import NotFound, ValidationError
+from app.extensions import db
+from app.models import Episode, File, User, utcnow
+from app.services import events
+from app.services.transaction import on_commit
+
+CHUNK = 1024 * 1024
+
+
+def storage_dir() -> Path:
+    path = Path(current_app.config["STORAGE_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def path_of(file: File) -> Path:
+    return storage_dir() / file.stored_name
+
+
+def get_file(file_id: int) -> File:
+    file = db.session.get(File, file_id)
+    if file is None:
+        raise NotFound("File not found")
+    return file
+
+
+def _file_payload(file: File, actor_key: str, actor: User | None) -> dict:
+    return {
+        "file_id": file.id,
+        "episode_id": file.episode_id,
+        "file_name": file.filename,
+        "size": file.size,
+        actor_key: actor.id if actor is not None else None,
+    }
+
+
+def store_file(
+    actor: User | None,
+    episode_id: int,
+    stream: BinaryIO,
+    filename: str,
+    content_type: str | None,
+    *,
+    event_name: str = "file_uploaded",
+    extra_payload: dict | None = None,
+) -> File:
+    """Stream bytes to disk (temp name, then rename), then commit the row and its event."""
+    episode = db.session.get(Episode, episode_id)
+    if episode is None:
+        raise NotFound("Episode not found")
+    name = os.path.basename(filename or "").strip()
+    if not name:
+        raise ValidationError("A file name is required", details={"file": ["Missing file name."]})
+    stored_name = uuid.uuid4().hex
+    target = storage_dir() / stored_name
+    tmp = target.with_suffix(".part")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(tmp, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        os.replace(tmp, target)
+        file = File(
+            episode_id=episode.id,
+            filename=name[:255],
+            stored_name=stored_name,
+            content_type=content_type or "application/octet-stream",
+            size=size,
+            sha256=digest.hexdigest(),
+            uploaded_by=actor.id if actor is not None else None,
+        )
+        db.session.add(file)
+        db.session.flush()
+        payload = _file_payload(file, "uploaded_by", actor)
+        payload.update(extra_payload or {})
+        events.record(
+            event_name,
+            action="uploaded",
+            actor=actor,
+            resource_type="file",
+            resource_id=file.id,
+            resource_name=file.filename,
+            payload=payload,
+        )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        tmp.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        raise
+    return file
+
+
+def remove_bytes_after_commit(stored_names: list[str]) -> None:
+    """Unlink stored bytes once the rows' deletion is durable (a rollback keeps them)."""
+    directory = storage_dir()
+
+    def unlink() -> None:
+        for stored in stored_names:
+            (directory / stored).unlink(missing_ok=True)
+
+    on_commit(db.session(), unlink)
+
+
+def delete_file(actor: User, file_id: int) -> None:
+    file = get_file(file_id)
+    events.record(
+        "file_deleted",
+        action="deleted",
+        actor=actor,
+        resource_type="file",
+        resource_id=file.id,
+        resource_name=file.filename,
+        payload=_file_payload(file, "deleted_by", actor),
+    )
+    db.session.delete(file)
+    remove_bytes_after_commit([file.stored_name])
+    db.session.commit()
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="file-download")
+
+
+def make_download_token(file: File, actor: User, ttl: int | None = None) -> tuple[str, datetime]:
+    """A signed token naming the file, who asked, and when it stops working."""
+    seconds = ttl if ttl is not None else current_app.config["DOWNLOAD_URL_SECONDS"]
+    expires_at = utcnow() + timedelta(seconds=seconds)
+    token = _serializer().dumps({"f": file.id, "u": actor.id, "e": expires_at.timestamp()})
+    return token, expires_at
+
+
+def resolve_download_token(file_id: int, token: str) -> tuple[File, int | None]:
+    """The file a valid, unexpired token names; 404 for anything else (nothing leaks)."""
+    try:
+        claims = _serializer().loads(token)
+    except BadSignature:
+        raise NotFound("File not found") from None
+    if claims.get("f") != file_id or claims.get("e", 0) < utcnow().timestamp():
+        raise NotFound("File not found")
+    file = get_file(file_id)
+    if not path_of(file).exists():
+        raise NotFound("File not found")
+    return file, claims.get("u")
+
+
+def record_download(file: File, user_id: int | None) -> None:
+    actor = db.session.get(User, user_id) if user_id else None
+    events.record(
+        "file_download",
+        action="downloaded",
+        actor=actor,
+        resource_type="file",
+        resource_id=file.id,
+        resource_name=file.filename,
+        payload=_file_payload(file, "downloaded_by", actor),
+    )
+    db.session.commit()
+
+
+def expires_iso(expires_at: datetime) -> str:
+    return expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,68 @@
+"""Accounts: registration, credentials, roles."""
+from __future__ import annotations
+
+from sqlalchemy import func
+
+from app.errors import Conflict, NotFound, Unauthorized, ValidationError
+from app.extensions import db
+from app.models import User
+from app.models.core import ROLES
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def get_by_email(email: str) -> User | None:
+    return db.session.scalar(db.select(User).where(func.lower(User.email) == normalize_email(email)))
+
+
+def register(*, email: str, password: str, name: str, role: str = "viewer") -> User:
+    """Create an account; 409 when the email is taken."""
+    if get_by_email(email) is not None:
+        raise Conflict("This email is already registered", details={"email": ["Already registered."]})
+    user = User(email=normalize_email(email), name=name.strip(), role=role)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def authenticate(*, email: str, password: str) -> User:
+    user = get_by_email(email)
+    if user is None or not user.check_password(password) or not user.is_active:
+        raise Unauthorized("Invalid email or password", code="invalid_credentials")
+    return user
+
+
+def get_user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+def set_role(user_id: int, role: str) -> User:
+    if role not in ROLES:
+        raise ValidationError("Invalid role", details={"role": [f"Must be one of {ROLES}."]})
+    user = get_user(user_id)
+    user.role = role
+    db.session.commit()
+    return user
+
+
+def create_or_promote_admin(email: str, password: str | None, name: str | None = None) -> User:
+    """Make ``email`` an admin: create the account, or promote an existing one."""
+    user = get_by_email(email)
+    if user is None:
+        if not password:
+            raise ValidationError("A password is needed to create a new admin")
+        user = User(email=normalize_email(email), name=name or email.split("@")[0], role="admin")
+        user.set_password(password)
+        db.session.add(user)
+    else:
+        user.role = "admin"
+        if password:
+            user.set_password(password)
+    db.session.commit()
+    return user

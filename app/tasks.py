@@ -1,0 +1,68 @@
+"""Celery wired in one place (Flask's own pattern), plus the embedded worker and beat."""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from celery import Celery, Task
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+BEAT_SCHEDULE = {
+    "redeliver-events": {"task": "workers.events.redeliver_stale", "schedule": timedelta(seconds=30)},
+    "purge-activity": {"task": "workers.maintenance.purge_activity", "schedule": timedelta(hours=1)},
+}
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app bound to ``app``; tasks reach it through ``shared_task``."""
+
+    class FlaskTask(Task):
+        # Always a fresh app context (and so a fresh Flask-SQLAlchemy session): an eager
+        # task runs inside the caller's after_commit hook, where the caller's session can
+        # no longer emit SQL; the events it reads are committed, so nothing is hidden.
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.conf.beat_schedule = BEAT_SCHEDULE
+    celery_app.conf.include = ["workers.events", "workers.jobs", "workers.maintenance"]
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def start_embedded_worker(app: Flask, *, concurrency: int = 2) -> None:
+    """Run a Celery worker and beat as threads of this process (the embedded default).
+
+    With the in-memory broker only a worker in the same process can see the queue, so
+    the one-command start still has working background work.
+    """
+    from celery.beat import EmbeddedService
+    from celery.contrib.testing.worker import TestWorkController
+
+    import workers.events  # noqa: F401 - register the tasks
+    import workers.jobs  # noqa: F401
+    import workers.maintenance  # noqa: F401
+
+    celery_app: Celery = app.extensions["celery"]
+
+    def run_worker() -> None:
+        worker = TestWorkController(
+            app=celery_app, pool="threads", concurrency=concurrency, loglevel="INFO",
+            logfile=None, ready_callback=None, without_heartbeat=True, without_mingle=True,
+            without_gossip=True,
+        )
+        worker.start()
+
+    threading.Thread(target=run_worker, name="embedded-celery-worker", daemon=True).start()
+    beat = EmbeddedService(
+        celery_app, thread=True,
+        schedule_filename=str(app.instance_path) + "/celerybeat-schedule",
+    )
+    beat.start()
+    log.info("embedded Celery worker (%s threads) and beat started", concurrency)

@@ -1,0 +1,5 @@
+"""Celery entry point: ``celery -A celery_app worker`` / ``celery -A celery_app beat``."""
+from app import create_app
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]

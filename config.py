@@ -1,0 +1,153 @@
+"""Configuration read from the environment.
+
+No variables set means the embedded default: a SQLite file under ``instance/``, no Redis,
+Celery on an in-memory broker with a worker and beat inside the web process.
+``DATABASE_URL`` switches to PostgreSQL, ``REDIS_URL`` turns on Redis (Celery broker,
+Socket.IO message queue, token blocklist, rate limits, presence).
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_DIR", BASE_DIR / "instance"))
+
+DEFAULT_SECRET_KEY = "dev-secret-key-change-me"
+DEFAULT_JWT_SECRET_KEY = "dev-jwt-secret-key-change-me-please-32b"
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def database_url() -> str:
+    """The SQLAlchemy URL: PostgreSQL through psycopg 3 when DATABASE_URL is set."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return f"sqlite:///{INSTANCE_DIR / 'episode_control.db'}"
+    # Accept the common spellings and always use the psycopg (3) driver.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Config:
+    """Base configuration; every value can be overridden by an environment variable."""
+
+    ENV_NAME = "development"
+    SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+    SQLALCHEMY_DATABASE_URI = database_url()
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    REDIS_URL = os.environ.get("REDIS_URL") or None
+
+    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_SECONDS", 15 * 60))
+    JWT_REFRESH_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_REFRESH_TOKEN_SECONDS", 30 * 86400))
+    JWT_ERROR_MESSAGE_KEY = "message"
+
+    STORAGE_DIR = os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "files"))
+    MAX_CONTENT_LENGTH = _int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+    DOWNLOAD_URL_SECONDS = _int("DOWNLOAD_URL_SECONDS", 3600)
+
+    # Event pipeline and maintenance.
+    EVENT_REDELIVERY_GRACE_SECONDS = _int("EVENT_REDELIVERY_GRACE_SECONDS", 60)
+    EVENT_MAX_ATTEMPTS_BEFORE_ALERT = _int("EVENT_MAX_ATTEMPTS_BEFORE_ALERT", 5)
+    ACTIVITY_RETENTION_DAYS = _int("ACTIVITY_RETENTION_DAYS", 90)
+    EMBEDDED_WORKER = _bool("EMBEDDED_WORKER", True)
+
+    # Real-time layer.
+    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+    CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "*")
+    MAX_CONNECTIONS = _int("MAX_CONNECTIONS", 500)
+    PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
+
+    # OpenAPI (flask-smorest).
+    API_TITLE = "Episode Control"
+    API_VERSION = "v1"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api/v1"
+    OPENAPI_JSON_PATH = "openapi.json"
+
+    @classmethod
+    def celery(cls) -> dict:
+        """Celery settings: Redis broker when configured, else the in-memory one."""
+        broker = cls.REDIS_URL or "memory://"
+        return {
+            "broker_url": broker,
+            "result_backend": None,
+            "task_ignore_result": True,
+            "task_serializer": "json",
+            "accept_content": ["json"],
+            "result_serializer": "json",
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 4,
+            # Enqueueing happens after commit inside a request: when the broker is down,
+            # fail fast and let the outbox re-delivery pick the event up later.
+            "task_publish_retry": False,
+            "broker_connection_timeout": 2,
+            "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5},
+            "broker_connection_retry_on_startup": True,
+            "task_always_eager": False,
+            "timezone": "UTC",
+        }
+
+
+class DevelopmentConfig(Config):
+    """The embedded default: everything in one process."""
+
+
+class TestConfig(Config):
+    """Tests: a database per test run, eager Celery unless a test starts a real worker."""
+
+    ENV_NAME = "testing"
+    TESTING = True
+    EMBEDDED_WORKER = False
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=15)
+    SOCKETIO_ASYNC_MODE = "threading"
+
+    @classmethod
+    def celery(cls) -> dict:
+        settings = super().celery()
+        settings.update(task_always_eager=True, task_eager_propagates=True)
+        return settings
+
+
+class ProductionConfig(Config):
+    """Production: refuses to start with the default secrets or an open CORS policy."""
+
+    ENV_NAME = "production"
+    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "eventlet")
+    CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "")
+    EMBEDDED_WORKER = _bool("EMBEDDED_WORKER", False)
+
+    @classmethod
+    def validate(cls) -> None:
+        """Raise when the configuration is unsafe for production."""
+        if cls.SECRET_KEY == DEFAULT_SECRET_KEY or cls.JWT_SECRET_KEY == DEFAULT_JWT_SECRET_KEY:
+            raise RuntimeError("Production refuses the default SECRET_KEY / JWT_SECRET_KEY")
+        if cls.CORS_ORIGINS.strip() == "*":
+            raise RuntimeError("Production refuses CORS_ORIGINS='*'")
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "testing": TestConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env() -> type[Config]:
+    """The config class named by APP_ENV (development by default)."""
+    return CONFIGS[os.environ.get("APP_ENV", "development")]

@@ -1,0 +1,1 @@
+"""Job processing (placeholder module imported by the embedded worker)."""

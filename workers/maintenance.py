@@ -1,0 +1,13 @@
+"""Beat-scheduled maintenance."""
+from __future__ import annotations
+
+from celery import shared_task
+from flask import current_app
+
+from app.services import activity
+
+
+@shared_task(name="workers.maintenance.purge_activity", ignore_result=True)
+def purge_activity() -> int:
+    """Delete activity older than ACTIVITY_RETENTION_DAYS, in batches."""
+    return activity.purge_older_than(current_app.config["ACTIVITY_RETENTION_DAYS"])
