@@ -36,9 +36,29 @@ class _Config(TestConfig):
     MAX_CONTENT_LENGTH = 1024 * 1024
 
 
+def database_url() -> str:
+    """The SQLAlchemy URL of this run's database (for subprocesses too)."""
+    return _Config.SQLALCHEMY_DATABASE_URI
+
+
 def make_test_app(**overrides):
     """An app on the run's database (also used by tests that start their own servers)."""
     return create_app(_Config, **overrides)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "redis: needs a real Redis (REDIS_URL); skipped on SQLite-only runs")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("REDIS_URL"):
+        return
+    if os.environ.get("EC_REQUIRE_SERVICES"):
+        raise pytest.UsageError("EC_REQUIRE_SERVICES is set but REDIS_URL is not")
+    skip = pytest.mark.skip(reason="needs REDIS_URL (runs in the PostgreSQL + Redis pass)")
+    for item in items:
+        if "redis" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +86,7 @@ def _clean(app) -> None:
 
         client = get_redis()
         if client is not None:
-            for key in client.scan_iter("ec:*"):
-                client.delete(key)
+            client.flushdb()  # the test Redis database: blocklist, rate limits, queued tasks
 
 
 @pytest.fixture

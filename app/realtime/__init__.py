@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import Flask
 
+from socketio import RedisManager
+
 from app.extensions import socketio
 
 
@@ -15,9 +17,14 @@ def cors_origins(app: Flask) -> list[str] | str:
 
 def init_realtime(app: Flask) -> None:
     """Bind Socket.IO; with REDIS_URL every process shares one message queue."""
-    socketio.init_app(
-        app,
-        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-        message_queue=app.config.get("REDIS_URL"),
-        cors_allowed_origins=cors_origins(app),
-    )
+    options: dict = {
+        "async_mode": app.config["SOCKETIO_ASYNC_MODE"],
+        "cors_allowed_origins": cors_origins(app),
+    }
+    url = app.config.get("REDIS_URL")
+    if url and app.config.get("SOCKETIO_WRITE_ONLY"):
+        # Celery workers only publish to the queue; they never listen or serve clients.
+        options["client_manager"] = RedisManager(url, channel="flask-socketio", write_only=True)
+    elif url:
+        options["message_queue"] = url
+    socketio.init_app(app, **options)

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import DomainEvent, utcnow
+from app.realtime import emit
 from app.services import activity
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 IN_TRANSACTION_STEPS: list[tuple[str, Callable[[DomainEvent], object]]] = [
     ("activity", activity.log_from_event),
 ]
-AFTER_COMMIT_STEPS: list[tuple[str, Callable[[DomainEvent], object]]] = []
+AFTER_COMMIT_STEPS: list[tuple[str, Callable[[DomainEvent], object]]] = [
+    ("emit", emit.emit_domain_event),
+]
 
 
 def backoff_seconds(attempts: int) -> int:

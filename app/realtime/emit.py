@@ -1,0 +1,98 @@
+"""The one module that emits Socket.IO events: only after commit, always to a room.
+
+Every server event has one envelope ``{"id", "event", "data", "actor", "timestamp"}``.
+Rooms are named here and nowhere else. Web processes and Celery workers both call this
+module; with REDIS_URL the emit goes through the Redis message queue, so it reaches a
+client connected to any web process.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from app.extensions import socketio
+from app.models import DomainEvent, User, isoformat, utcnow
+
+log = logging.getLogger(__name__)
+
+FEED, EPISODES, JOBS, ADMIN = "/feed", "/episodes", "/jobs", "/admin"
+NAMESPACES = (FEED, EPISODES, JOBS, ADMIN)
+ROOM_ALL = "all"  # every socket of a namespace joins it (e.g. episode_created)
+ROOM_ADMINS = "admins"
+
+Route = tuple[str, str]  # (namespace, room)
+
+
+def user_room(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+def episode_room(episode_id: int) -> str:
+    return f"episode:{episode_id}"
+
+
+def job_room(job_id: int) -> str:
+    return f"job:{job_id}"
+
+
+def envelope(name: str, data: dict, *, event_id: int | None, actor: dict | None,
+             timestamp: str | None = None) -> dict:
+    return {
+        "id": event_id,
+        "event": name,
+        "data": data,
+        "actor": actor,
+        "timestamp": timestamp or isoformat(utcnow()),
+    }
+
+
+def emit_to(routes: Iterable[Route], name: str, payload: dict) -> None:
+    """Emit one envelope to each (namespace, room); never to a whole namespace."""
+    for namespace, room in routes:
+        if not room:
+            raise ValueError("emits always name a room")
+        socketio.emit(name, payload, namespace=namespace, to=room)
+
+
+def routes_for(event: DomainEvent) -> list[Route]:
+    """The audience of a domain event, by its name (admins hear everything)."""
+    payload = event.payload or {}
+    name = event.name
+    routes: list[Route] = []
+    if name == "episode_created":
+        routes.append((EPISODES, ROOM_ALL))
+    elif name.startswith("episode_") or name.startswith("file_") or name.startswith("viewer_"):
+        if payload.get("episode_id") is not None:
+            routes.append((EPISODES, episode_room(payload["episode_id"])))
+    elif name.startswith("job_"):
+        if name == "job_processor_started":
+            routes.append((JOBS, ROOM_ALL))
+        if payload.get("job_id") is not None:
+            routes.append((JOBS, job_room(payload["job_id"])))
+        if payload.get("episode_id") is not None:
+            routes.append((JOBS, episode_room(payload["episode_id"])))
+    elif name == "presence_changed":
+        routes.append((FEED, ROOM_ALL))
+    for user_id in payload.get("notify_user_ids", ()):  # events addressed to users
+        routes.append((FEED, user_room(user_id)))
+    routes.append((ADMIN, ROOM_ADMINS))
+    return routes
+
+
+def event_envelope(event: DomainEvent, actor: User | None) -> dict:
+    data = {k: v for k, v in (event.payload or {}).items() if k != "notify_user_ids"}
+    if event.changes is not None:
+        data.setdefault("changes", event.changes)
+    return envelope(
+        event.name, data, event_id=event.id,
+        actor={"id": actor.id, "name": actor.name} if actor is not None else None,
+        timestamp=isoformat(event.created_at),
+    )
+
+
+def emit_domain_event(event: DomainEvent) -> None:
+    """Delivery step: emit the event to its rooms (after the delivery commit)."""
+    from app.extensions import db
+
+    actor = db.session.get(User, event.actor_id) if event.actor_id else None
+    emit_to(routes_for(event), event.name, event_envelope(event, actor))
