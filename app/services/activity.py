@@ -96,7 +96,12 @@ def row_values_from_event(event: DomainEvent, actor: User | None) -> dict:
 
 
 def log_from_event(event: DomainEvent) -> bool:
-    """Write the event's activity row unless it exists (idempotent); True if written."""
+    """Write the event's activity row unless it exists (idempotent); True if written.
+
+    Events without an action (job progress, presence) are real-time only: no row.
+    """
+    if not event.action:
+        return False
     exists = db.session.scalar(select(ActivityLog.id).where(ActivityLog.event_id == event.id))
     if exists is not None:
         return False
