@@ -30,6 +30,11 @@ def _int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
 def database_url() -> str:
     """The SQLAlchemy URL: PostgreSQL through psycopg 3 when DATABASE_URL is set."""
     url = os.environ.get("DATABASE_URL")
@@ -66,9 +71,39 @@ class Config:
     ACTIVITY_RETENTION_DAYS = _int("ACTIVITY_RETENTION_DAYS", 90)
     EMBEDDED_WORKER = _bool("EMBEDDED_WORKER", True)
 
+    # Job processing (workers/jobs.py). A running job whose heartbeat (progress writes) is
+    # older than the timeout is treated as orphaned by a dead worker; handlers must reach a
+    # progress checkpoint more often than that.
+    JOB_RUNNING_TIMEOUT_SECONDS = _int("JOB_RUNNING_TIMEOUT_SECONDS", 600)
+    # A queued job older than this gets its task re-sent (a lost broker message); duplicates
+    # are harmless because a job is claimed atomically.
+    JOB_QUEUED_TIMEOUT_SECONDS = _int("JOB_QUEUED_TIMEOUT_SECONDS", 900)
+    JOB_RETRY_BACKOFF_SECONDS = _float("JOB_RETRY_BACKOFF_SECONDS", 2.0)
+    JOB_RETRY_BACKOFF_MAX_SECONDS = _float("JOB_RETRY_BACKOFF_MAX_SECONDS", 300.0)
+    JOB_PROGRESS_INTERVAL_SECONDS = _float("JOB_PROGRESS_INTERVAL_SECONDS", 0.25)
+    JOB_HEARTBEAT_SECONDS = _float("JOB_HEARTBEAT_SECONDS", 15.0)
+
+    # Notifications (issue 5).
+    NOTIFICATION_RATE_LIMIT_PER_HOUR = _int("NOTIFICATION_RATE_LIMIT_PER_HOUR", 50)
+    NOTIFICATION_RETENTION_DAYS = _int("NOTIFICATION_RETENTION_DAYS", 30)
+    NOTIFICATION_SWEEP_BATCH = _int("NOTIFICATION_SWEEP_BATCH", 1000)
+    NOTIFICATION_DIGEST_MAX_ITEMS = _int("NOTIFICATION_DIGEST_MAX_ITEMS", 50)
+
+    # Email over SMTP; no MAIL_SERVER means email is off (in-app only).
+    MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
+    MAIL_PORT = _int("MAIL_PORT", 25)
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
+    MAIL_USE_TLS = _bool("MAIL_USE_TLS", False)
+    MAIL_USE_SSL = _bool("MAIL_USE_SSL", False)
+    MAIL_FROM = os.environ.get("MAIL_FROM", "Episode Control <no-reply@localhost>")
+    MAIL_TIMEOUT_SECONDS = _int("MAIL_TIMEOUT_SECONDS", 10)
+
     # Real-time layer.
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
     CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "*")
+    # Socket.IO message queue shared by every web process and worker (Redis).
+    SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or REDIS_URL
     MAX_CONNECTIONS = _int("MAX_CONNECTIONS", 500)
     PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
 
@@ -116,6 +151,9 @@ class TestConfig(Config):
     EMBEDDED_WORKER = False
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=15)
     SOCKETIO_ASYNC_MODE = "threading"
+    # socketio.test_client cannot run over a message queue; the end-to-end tests start
+    # real server and worker processes, which use Redis.
+    SOCKETIO_MESSAGE_QUEUE = None
 
     @classmethod
     def celery(cls) -> dict:

@@ -32,7 +32,9 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         from app.tasks import start_embedded_worker
 
         start_embedded_worker(app)
-    from app.realtime.connections import shutdown_all
+    from app.realtime.connections import refresh_loop, shutdown_all
+
+    socketio.start_background_task(refresh_loop, app, max(5, app.config["PRESENCE_STALE_SECONDS"] / 3))
 
     def _graceful(signum, _frame):
         log.info("signal %s: disconnecting clients", signum)

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 BEAT_SCHEDULE = {
     "redeliver-events": {"task": "workers.events.redeliver_stale", "schedule": timedelta(seconds=30)},
+    "sweep-presence": {"task": "workers.maintenance.sweep_presence", "schedule": timedelta(seconds=30)},
     "purge-activity": {"task": "workers.maintenance.purge_activity", "schedule": timedelta(hours=1)},
 }
 

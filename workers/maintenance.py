@@ -11,3 +11,11 @@ from app.services import activity
 def purge_activity() -> int:
     """Delete activity older than ACTIVITY_RETENTION_DAYS, in batches."""
     return activity.purge_older_than(current_app.config["ACTIVITY_RETENTION_DAYS"])
+
+
+@shared_task(name="workers.maintenance.sweep_presence", ignore_result=True)
+def sweep_presence() -> int:
+    """Remove sockets with no heartbeat for PRESENCE_STALE_SECONDS (their process died)."""
+    from app.services import presence
+
+    return len(presence.sweep_stale(current_app.config["PRESENCE_STALE_SECONDS"]))

@@ -21,10 +21,15 @@ def init_realtime(app: Flask) -> None:
         "async_mode": app.config["SOCKETIO_ASYNC_MODE"],
         "cors_allowed_origins": cors_origins(app),
     }
-    url = app.config.get("REDIS_URL")
+    url = app.config.get("SOCKETIO_MESSAGE_QUEUE")
     if url and app.config.get("SOCKETIO_WRITE_ONLY"):
         # Celery workers only publish to the queue; they never listen or serve clients.
         options["client_manager"] = RedisManager(url, channel="flask-socketio", write_only=True)
     elif url:
         options["message_queue"] = url
+    from app.realtime import connections
+    from app.realtime.namespaces import register_namespaces
+
+    register_namespaces()
+    connections.reset()
     socketio.init_app(app, **options)

@@ -59,7 +59,9 @@ def routes_for(event: DomainEvent) -> list[Route]:
     payload = event.payload or {}
     name = event.name
     routes: list[Route] = []
-    if name == "episode_created":
+    if payload.get("_rooms"):  # explicitly addressed (admin broadcast)
+        routes.extend((ns, room) for ns, room in payload["_rooms"])
+    elif name == "episode_created":
         routes.append((EPISODES, ROOM_ALL))
     elif name.startswith("episode_") or name.startswith("file_") or name.startswith("viewer_"):
         if payload.get("episode_id") is not None:
@@ -80,7 +82,12 @@ def routes_for(event: DomainEvent) -> list[Route]:
 
 
 def event_envelope(event: DomainEvent, actor: User | None) -> dict:
-    data = {k: v for k, v in (event.payload or {}).items() if k != "notify_user_ids"}
+    payload = event.payload or {}
+    if "_rooms" in payload:
+        return envelope(event.name, payload.get("data") or {}, event_id=event.id,
+                        actor={"id": actor.id, "name": actor.name} if actor else None,
+                        timestamp=isoformat(event.created_at))
+    data = {k: v for k, v in payload.items() if k != "notify_user_ids"}
     if event.changes is not None:
         data.setdefault("changes", event.changes)
     return envelope(
