@@ -88,6 +88,10 @@ class Config:
     NOTIFICATION_RETENTION_DAYS = _int("NOTIFICATION_RETENTION_DAYS", 30)
     NOTIFICATION_SWEEP_BATCH = _int("NOTIFICATION_SWEEP_BATCH", 1000)
     NOTIFICATION_DIGEST_MAX_ITEMS = _int("NOTIFICATION_DIGEST_MAX_ITEMS", 50)
+    # A fan-out larger than this is pushed in batches of this size, one task each.
+    NOTIFICATION_DISPATCH_BATCH = _int("NOTIFICATION_DISPATCH_BATCH", 1000)
+    # Rows no push reached after this long are pushed by the beat sweep.
+    NOTIFICATION_PUSH_GRACE_SECONDS = _int("NOTIFICATION_PUSH_GRACE_SECONDS", 60)
 
     # Email over SMTP; no MAIL_SERVER means email is off (in-app only).
     MAIL_SERVER = os.environ.get("MAIL_SERVER") or None

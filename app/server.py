@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 
@@ -36,11 +37,23 @@ def serve(app: Flask, *, host: str, port: int) -> None:
 
     socketio.start_background_task(refresh_loop, app, max(5, app.config["PRESENCE_STALE_SECONDS"] / 3))
 
+    def _cleanup_and_exit() -> None:
+        try:
+            with app.app_context():
+                shutdown_all()
+        except Exception:  # noqa: BLE001 - exit anyway; the stale sweep finishes the job
+            log.exception("graceful shutdown failed")
+        finally:
+            # The embedded worker's pool threads would keep the process alive; what they
+            # had not finished is still in the outbox and is re-delivered on the next start.
+            logging.shutdown()
+            os._exit(0)
+
     def _graceful(signum, _frame):
+        # Not inside the handler: under eventlet the handler interrupts a green thread and
+        # must not block on sockets; a background task of the server's own kind does it.
         log.info("signal %s: disconnecting clients", signum)
-        with app.app_context():
-            shutdown_all()
-        raise SystemExit(0)
+        socketio.start_background_task(_cleanup_and_exit)
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)

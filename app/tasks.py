@@ -1,6 +1,7 @@
 """Celery wired in one place (Flask's own pattern), plus the embedded worker and beat."""
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from datetime import timedelta
@@ -14,6 +15,17 @@ BEAT_SCHEDULE = {
     "redeliver-events": {"task": "workers.events.redeliver_stale", "schedule": timedelta(seconds=30)},
     "sweep-presence": {"task": "workers.maintenance.sweep_presence", "schedule": timedelta(seconds=30)},
     "purge-activity": {"task": "workers.maintenance.purge_activity", "schedule": timedelta(hours=1)},
+    "recover-stuck-jobs": {"task": "workers.jobs.recover_stuck_jobs", "schedule": timedelta(seconds=60)},
+    # Notifications: scheduled ones are polled often so they arrive within seconds of
+    # deliver_at (the query is one index range scan on deliver_at).
+    "notifications-deliver-scheduled": {"task": "workers.notifications.deliver_scheduled",
+                                        "schedule": timedelta(seconds=10)},
+    "notifications-digests": {"task": "workers.notifications.send_digests",
+                              "schedule": timedelta(minutes=5)},
+    "notifications-expire": {"task": "workers.notifications.delete_expired",
+                             "schedule": timedelta(minutes=10)},
+    "notifications-retention": {"task": "workers.notifications.delete_old_read",
+                                "schedule": timedelta(hours=1)},
 }
 
 
@@ -31,10 +43,25 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(app.config["CELERY"])
     celery_app.conf.beat_schedule = BEAT_SCHEDULE
-    celery_app.conf.include = ["workers.events", "workers.jobs", "workers.maintenance"]
+    celery_app.conf.include = ["workers.events", "workers.jobs", "workers.maintenance",
+                              "workers.notifications"]
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+    for module in celery_app.conf.include:  # register the shared tasks on this app
+        importlib.import_module(module)
     return celery_app
+
+
+def send_task(name: str, *args, **options) -> None:
+    """Enqueue a registered task on the current Flask app's own Celery app.
+
+    Not ``task.delay``: a shared task resolves to the process-wide default Celery app, which
+    is whichever app was created last; the current Flask app's broker is the right one.
+    """
+    from flask import current_app
+
+    celery_app: Celery = current_app.extensions["celery"]
+    celery_app.tasks[name].apply_async(args=list(args), **options)
 
 
 def start_embedded_worker(app: Flask, *, concurrency: int = 2) -> None:
@@ -49,6 +76,7 @@ def start_embedded_worker(app: Flask, *, concurrency: int = 2) -> None:
     import workers.events  # noqa: F401 - register the tasks
     import workers.jobs  # noqa: F401
     import workers.maintenance  # noqa: F401
+    import workers.notifications  # noqa: F401
 
     celery_app: Celery = app.extensions["celery"]
 

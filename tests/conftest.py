@@ -41,9 +41,25 @@ def database_url() -> str:
     return _Config.SQLALCHEMY_DATABASE_URI
 
 
+_apps: list = []
+
+
 def make_test_app(**overrides):
-    """An app on the run's database (also used by tests that start their own servers)."""
-    return create_app(_Config, **overrides)
+    """An app on the run's database; its connection pool is closed after the test."""
+    app = create_app(_Config, **overrides)
+    _apps.append(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines():
+    """Close every pool a test opened (each app has its own engine; PostgreSQL has a cap)."""
+    yield
+    while _apps:
+        app = _apps.pop()
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 def pytest_configure(config):
@@ -86,7 +102,10 @@ def _clean(app) -> None:
 
         client = get_redis()
         if client is not None:
-            client.flushdb()  # the test Redis database: blocklist, rate limits, queued tasks
+            # Only the app's own keys: Celery's queue bindings must survive for a running
+            # worker (a flushed binding silently drops published tasks).
+            for key in client.scan_iter("ec:*"):
+                client.delete(key)
 
 
 @pytest.fixture

@@ -16,3 +16,9 @@ def deliver(event_id: int) -> bool:
 def redeliver_stale() -> int:
     """Beat: re-enqueue events still undelivered after the grace period."""
     return len(delivery.redeliver_stale())
+
+
+@shared_task(name="workers.events.drain", acks_late=True, ignore_result=True)
+def drain() -> int:
+    """Deliver batches of events until the outbox is empty (woken by commits via Redis)."""
+    return delivery.drain()

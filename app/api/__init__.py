@@ -11,9 +11,21 @@ PREFIX = "/api/v1"
 
 def register_blueprints(app: Flask) -> None:
     """Register every blueprint with flask-smorest (which also builds the OpenAPI spec)."""
-    from app.api import activity, auth, episodes, files, health, jobs, presence, realtime, users
+    from app.api import (
+        activity,
+        auth,
+        episodes,
+        files,
+        health,
+        jobs,
+        notifications,
+        presence,
+        realtime,
+        users,
+    )
 
-    for module in (health, auth, users, episodes, jobs, files, activity, presence, realtime):
+    for module in (health, auth, users, episodes, jobs, files, activity, presence, realtime,
+                   notifications):
         api.register_blueprint(module.blp, url_prefix=PREFIX)
 
     @app.before_request

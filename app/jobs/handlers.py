@@ -64,17 +64,20 @@ def export(ctx: JobContext) -> dict:
     creator = db.session.get(User, ctx.created_by) if ctx.created_by else None
     db.session.commit()  # end the read transaction: never idle in a transaction while copying
 
+    storage = file_service.storage_dir()
+    for leftover in storage.glob(f"export-{ctx.job_id}-*.zip.part"):  # a killed earlier attempt
+        leftover.unlink(missing_ok=True)
     include_files = ctx.params.get("include_files", True)
     total = max(1, sum(size for _, _, size, _ in sources)) if include_files else 1
     done, included, missing = 0, [], []
     ctx.progress(1, "Writing metadata")
     fd, tmp_name = tempfile.mkstemp(prefix=f"export-{ctx.job_id}-", suffix=".zip.part",
-                                    dir=file_service.storage_dir())
+                                    dir=storage)
     try:
         with os.fdopen(fd, "wb") as out, zipfile.ZipFile(out, "w") as archive:
             archive.writestr("metadata.json", json.dumps(metadata, indent=2),
                              compress_type=zipfile.ZIP_DEFLATED)
-            for file_id, filename, _size, path in sources if include_files else ():
+            for file_id, filename, _size, path in (sources if include_files else ()):
                 if not path.exists():
                     missing.append({"file_id": file_id, "filename": filename})
                     continue
@@ -87,7 +90,7 @@ def export(ctx: JobContext) -> dict:
                 "application/zip", extra_payload={"source": "export", "job_id": ctx.job_id})
     finally:
         Path(tmp_name).unlink(missing_ok=True)
-    ctx.progress(100, "Export stored")
+    # No checkpoint after this point: the output exists, so a late cancel must not win.
     return {"file_id": stored.id, "file_name": stored.filename, "size": stored.size,
             "sha256": stored.sha256, "included_file_ids": included, "missing": missing}
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import Flask
-
 from socketio import RedisManager
 
 from app.extensions import socketio

@@ -17,8 +17,18 @@ from app.extensions import db, socketio
 from app.models import DomainEvent, Episode, Job, User
 from app.realtime import connections
 from app.realtime.emit import (
-    ADMIN, EPISODES, FEED, JOBS, ROOM_ADMINS, ROOM_ALL, emit_to, episode_room, event_envelope,
-    job_room, routes_for, user_room,
+    ADMIN,
+    EPISODES,
+    FEED,
+    JOBS,
+    ROOM_ADMINS,
+    ROOM_ALL,
+    emit_to,
+    episode_room,
+    event_envelope,
+    job_room,
+    routes_for,
+    user_room,
 )
 from app.services import presence
 

@@ -95,21 +95,24 @@ def row_values_from_event(event: DomainEvent, actor: User | None) -> dict:
     }
 
 
-def log_from_event(event: DomainEvent) -> bool:
-    """Write the event's activity row unless it exists (idempotent); True if written.
-
-    Events without an action (job progress, presence) are real-time only: no row.
-    """
-    if not event.action:
-        return False
-    exists = db.session.scalar(select(ActivityLog.id).where(ActivityLog.event_id == event.id))
-    if exists is not None:
-        return False
-    actor = db.session.get(User, event.actor_id) if event.actor_id else None
-    values = row_values_from_event(event, actor)
-    values["metadata"] = values.pop("meta")
-    db.session.execute(insert(ActivityLog.__table__).values(**values))
-    return True
+def log_events(events: list[DomainEvent]) -> int:
+    """Write the activity rows of a batch of events in one INSERT (idempotent on event id)."""
+    wanted = [e for e in events if e.action]
+    if not wanted:
+        return 0
+    existing = set(db.session.scalars(
+        select(ActivityLog.event_id).where(ActivityLog.event_id.in_([e.id for e in wanted]))))
+    wanted = [e for e in wanted if e.id not in existing]
+    if not wanted:
+        return 0
+    actors = users_by_id(e.actor_id for e in wanted)
+    rows = []
+    for event in wanted:
+        values = row_values_from_event(event, actors.get(event.actor_id))
+        values["metadata"] = values.pop("meta")
+        rows.append(values)
+    db.session.execute(insert(ActivityLog.__table__), rows)
+    return len(rows)
 
 
 def bulk_log(entries: Iterable[dict]) -> int:

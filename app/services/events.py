@@ -61,12 +61,32 @@ def record(
     return evt
 
 
-def enqueue(event_id: int) -> bool:
-    """Hand an event to the delivery worker; False (and logged) when the broker is away."""
-    from workers.events import deliver  # lazy: workers import app services, not the reverse
+DRAIN_FLAG = "ec:delivery:draining"
+DRAIN_FLAG_TTL = 15  # seconds; a dead drainer's flag expires and the next commit wakes another
+
+
+def enqueue(event_id: int, *, explicit: bool = False) -> bool:
+    """Wake the delivery worker for an event; False (and logged) when the broker is away.
+
+    With Redis, commits do not each enqueue a task: the first one sets a flag and enqueues
+    one ``drain`` task, which delivers batches until nothing is left (see
+    ``delivery.drain``); commits that see the flag set know a drainer will see their event.
+    ``explicit`` (the re-delivery sweep) names the event, so one waiting out a failure
+    backoff is tried.
+    """
+    from app.redis_client import get_redis
+    from app.tasks import send_task
 
     try:
-        deliver.apply_async(args=[event_id])
+        client = None if explicit else get_redis()
+        if client is None:
+            send_task("workers.events.deliver", event_id)
+        elif client.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
+            try:
+                send_task("workers.events.drain")
+            except Exception:
+                client.delete(DRAIN_FLAG)  # nobody will drain: let the next commit try
+                raise
     except Exception as exc:  # noqa: BLE001 - broker down: the outbox keeps the event
         log.warning("enqueue of event %s failed, left in the outbox: %s", event_id, exc)
         return False

@@ -1,16 +1,20 @@
-"""The registry of job types: name → parameter schema and retry policy.
+"""The registry of job types: name → handler, parameter schema and retry policy.
 
 ``POST /jobs`` validates against it, so an unknown type or bad params is a 422 at once,
-never a job that fails later. The handlers that run each type live in ``workers/jobs.py``.
+never a job that fails later. The handlers live in ``app/jobs/handlers.py``; the runner
+(``app/jobs/runner.py``) looks them up here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from marshmallow import Schema, fields, validate
 from marshmallow import ValidationError as SchemaError
 
 from app.errors import ValidationError
+from app.jobs import handlers
+from app.jobs.context import JobContext
 
 
 class ExportParams(Schema):
@@ -18,7 +22,8 @@ class ExportParams(Schema):
 
 
 class ChecksumParams(Schema):
-    file_ids = fields.List(fields.Integer(), load_default=None)
+    file_ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1)),
+                           load_default=None, validate=validate.Length(max=10_000))
 
 
 class NoopParams(Schema):
@@ -33,6 +38,7 @@ class NoopParams(Schema):
 class JobType:
     name: str
     params: type[Schema]
+    handler: Callable[[JobContext], dict]
     max_retries: int = 3
     description: str = ""
 
@@ -40,11 +46,17 @@ class JobType:
 JOB_TYPES: dict[str, JobType] = {
     t.name: t
     for t in (
-        JobType("export", ExportParams, 3, "Zip of the episode's metadata and files"),
-        JobType("checksum", ChecksumParams, 3, "SHA-256 of each file, reporting mismatches"),
-        JobType("noop", NoopParams, 3, "Diagnostic job: waits, reports progress"),
+        JobType("export", ExportParams, handlers.export, 3,
+                "Zip of the episode's metadata and files, stored as a new file"),
+        JobType("checksum", ChecksumParams, handlers.checksum, 3,
+                "SHA-256 of each file, reporting mismatches and missing bytes"),
+        JobType("noop", NoopParams, handlers.noop, 3, "Diagnostic job: waits, reports progress"),
     )
 }
+
+
+def get_type(name: str) -> JobType | None:
+    return JOB_TYPES.get(name)
 
 
 def validate_params(job_type: str, params: dict | None) -> tuple[JobType, dict]:

@@ -1,7 +1,24 @@
-"""Jobs: rows and state transitions; each transition commits with its domain event."""
+"""Jobs: rows and state transitions; each transition commits with its domain event.
+
+Every transition is a compare-and-set ``UPDATE ... WHERE id = :id AND status = :expected``
+checked by its row count, on SQLite and PostgreSQL alike, so two actors racing on one job
+(two workers given the same message, a cancel against a claim, the stale-job sweep against
+a slow worker) never both win. A worker's attempt is fenced by ``started_at``: once the
+sweep has taken a job back, the old attempt's writes match no row and it stops.
+
+Every transition appends its event to the outbox in the same transaction (API and worker
+callers alike); ``app/jobs/runner.py`` explains why that alone keeps a job's events in order.
+"""
 from __future__ import annotations
 
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
 
 from app.errors import Conflict, NotFound
 from app.extensions import db
@@ -9,6 +26,30 @@ from app.models import Episode, Job, User, utcnow
 from app.services import events
 from app.services.job_types import validate_params
 from app.services.transaction import on_commit
+
+log = logging.getLogger(__name__)
+
+ERROR_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What every job event names; plain values so a worker holds no ORM rows."""
+
+    id: int
+    episode_id: int
+    type: str
+    created_by: int | None
+
+
+@dataclass(frozen=True)
+class Attempt(JobRef):
+    """One claimed run of a job; ``started_at`` fences its writes."""
+
+    params: dict
+    retry_count: int
+    max_retries: int
+    started_at: datetime
 
 
 def get_job(job_id: int) -> Job:
@@ -18,8 +59,12 @@ def get_job(job_id: int) -> Job:
     return job
 
 
-def _record(job: Job, name: str, action: str, actor: User | None, **payload: Any) -> None:
-    events.record(
+def _ref(job: Job) -> JobRef:
+    return JobRef(job.id, job.episode_id, job.type, job.created_by)
+
+
+def _record(job: Job | JobRef, name: str, action: str, actor: User | None, **payload: Any) -> int:
+    evt = events.record(
         name,
         action=action,
         actor=actor,
@@ -29,22 +74,39 @@ def _record(job: Job, name: str, action: str, actor: User | None, **payload: Any
         payload={"job_id": job.id, "episode_id": job.episode_id, "type": job.type,
                  "created_by": job.created_by, **payload},
     )
+    return evt.id
 
 
-def enqueue_after_commit(job_id: int) -> None:
-    """Send the job to a worker once its queued state is durable."""
+def _cas(job_id: int, expect: dict[str, Any], *conditions: Any, **values: Any) -> bool:
+    """Set ``values`` on the job only if its columns still equal ``expect``; True if so."""
+    values.setdefault("updated_at", utcnow())
+    query = update(Job).where(Job.id == job_id, *conditions)
+    for column, value in expect.items():
+        query = query.where(getattr(Job, column) == value)
+    result = db.session.execute(query.values(**values).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def enqueue_after_commit(job_id: int, *, countdown: float | None = None) -> None:
+    """Send the job to a worker once its queued state is durable.
+
+    If the broker is down the job stays queued and the stale-job sweep re-sends it.
+    """
 
     def send() -> None:
-        from workers.jobs import run_job  # lazy: workers import app services
+        from app.tasks import send_task
 
-        run_job.apply_async(args=[job_id])
+        send_task("workers.jobs.run_job", job_id, countdown=countdown)
 
     on_commit(db.session(), send)
 
 
+# ---- API-side transitions ---------------------------------------------------------------
+
+
 def create_job(actor: User, data: dict[str, Any]) -> Job:
     spec, params = validate_params(data["type"], data.get("params"))
-    if db.session.get(Episode, data["episode_id"]) is None:
+    if db.session.scalar(select(Episode.id).where(Episode.id == data["episode_id"])) is None:
         raise NotFound("Episode not found")
     job = Job(
         type=spec.name,
@@ -65,35 +127,257 @@ def create_job(actor: User, data: dict[str, Any]) -> Job:
 def retry_job(actor: User, job_id: int) -> Job:
     """Manual retry of a failed or cancelled job: back to queued, counters reset."""
     job = get_job(job_id)
-    if job.status not in ("failed", "cancelled"):
-        raise Conflict(f"A {job.status} job cannot be retried")
-    job.status = "queued"
-    job.progress = 0
-    job.error = None
-    job.result = None
-    job.cancel_requested = False
-    job.started_at = None
-    job.finished_at = None
-    job.retry_count = 0
-    db.session.flush()
-    _record(job, "job_retried", "retried", actor, retry_count=job.retry_count)
+    status = job.status
+    if status not in ("failed", "cancelled") or not _cas(
+        job.id, {"status": status}, status="queued", progress=0, error=None, result=None,
+        cancel_requested=False, started_at=None, finished_at=None, retry_count=0,
+    ):
+        db.session.rollback()
+        raise Conflict(f"A {get_job(job_id).status} job cannot be retried")
+    _record(job, "job_retried", "retried", actor, retry_count=0)
     enqueue_after_commit(job.id)
     db.session.commit()
+    db.session.refresh(job)
     return job
 
 
 def cancel_job(actor: User, job_id: int) -> Job:
     """A queued job is cancelled at once; a running one stops at its next checkpoint."""
     job = get_job(job_id)
-    if job.status == "queued":
-        job.status = "cancelled"
-        job.finished_at = utcnow()
-        db.session.flush()
+    if _cas(job.id, {"status": "queued"}, status="cancelled", finished_at=utcnow()):
         _record(job, "job_cancelled", "cancelled", actor)
-    elif job.status == "running":
-        job.cancel_requested = True
-    else:
-        raise Conflict(f"A {job.status} job cannot be cancelled")
+    elif not _cas(job.id, {"status": "running"}, cancel_requested=True):
+        db.session.rollback()
+        raise Conflict(f"A {get_job(job_id).status} job cannot be cancelled")
     db.session.commit()
     db.session.refresh(job)
     return job
+
+
+# ---- worker-side transitions (used by app/jobs/runner.py and the sweep) ----------------
+
+
+def claim_job(job_id: int) -> Attempt | None:
+    """Atomically take a queued job (queued → running, ``job_started``); None if not queued.
+
+    A cancelled, finished or already running job is left alone, so a duplicate or stale
+    message never runs a job twice.
+    """
+    started_at = utcnow()
+    row = db.session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "queued")
+        .values(status="running", started_at=started_at, finished_at=None, progress=0,
+                updated_at=started_at)
+        .returning(Job.episode_id, Job.type, Job.created_by, Job.params, Job.retry_count,
+                   Job.max_retries)
+        .execution_options(synchronize_session=False)).first()
+    if row is None:
+        db.session.rollback()
+        return None
+    attempt = Attempt(job_id, row.episode_id, row.type, row.created_by, dict(row.params or {}),
+                      row.retry_count, row.max_retries, started_at)
+    _record(attempt, "job_started", "started", None, retry_count=row.retry_count)
+    db.session.commit()
+    return attempt
+
+
+def _owned(attempt: Attempt) -> dict:
+    return {"status": "running", "started_at": attempt.started_at}
+
+
+# What a checkpoint finds: carry on, stop for a cancel, or stop because the job was lost.
+OK, CANCELLED, LOST = "ok", "cancelled", "lost"
+
+
+def checkpoint_state(attempt: Attempt) -> str:
+    """OK, CANCELLED (a cancel was requested) or LOST (this attempt no longer owns the job)."""
+    flag = db.session.scalar(
+        select(Job.cancel_requested).where(
+            Job.id == attempt.id, Job.status == "running", Job.started_at == attempt.started_at))
+    db.session.commit()  # end the read: a handler must not sit idle in a transaction
+    return LOST if flag is None else CANCELLED if flag else OK
+
+
+def _write_if_ok(attempt: Attempt, **values: Any) -> str:
+    """One round trip for the common case: write unless cancelled or lost, then say which."""
+    if _cas(attempt.id, {**_owned(attempt), "cancel_requested": False}, **values):
+        return OK
+    db.session.rollback()
+    return checkpoint_state(attempt)
+
+
+def touch(attempt: Attempt) -> str:
+    """Heartbeat: tell the stale-job sweep this attempt is alive (also a checkpoint)."""
+    state = _write_if_ok(attempt)
+    if state == OK:
+        db.session.commit()
+    return state
+
+
+def record_progress(attempt: Attempt, percent: int, message: str) -> str:
+    """Store progress and append ``job_progress`` (real-time only: no activity row).
+
+    Also the checkpoint: nothing is written once a cancel was requested or the job lost.
+    """
+    state = _write_if_ok(attempt, progress=percent)
+    if state == OK:
+        _record(attempt, "job_progress", "", None, progress=percent, message=message)
+        db.session.commit()
+    return state
+
+
+def complete(attempt: Attempt, results: dict, *, final_progress: str | None) -> bool:
+    """running → completed with ``job_completed``.
+
+    ``final_progress`` (a message) appends the 100% ``job_progress`` first when the
+    throttle had not sent it yet: clients always see the last progress, in one commit.
+    """
+    if not _cas(attempt.id, _owned(attempt), status="completed", progress=100, result=results,
+                error=None, finished_at=utcnow()):
+        db.session.rollback()
+        return False
+    if final_progress is not None:
+        _record(attempt, "job_progress", "", None, progress=100, message=final_progress)
+    _record(attempt, "job_completed", "completed", None, results=results)
+    db.session.commit()
+    return True
+
+
+def finish_cancelled(attempt: Attempt) -> bool:
+    """running → cancelled with ``job_cancelled`` (the handler stopped at a checkpoint)."""
+    if not _cas(attempt.id, _owned(attempt), status="cancelled", finished_at=utcnow()):
+        db.session.rollback()
+        return False
+    _record(attempt, "job_cancelled", "cancelled", None)
+    db.session.commit()
+    return True
+
+
+def backoff_seconds(retry_count: int) -> float:
+    """Exponential backoff with jitter: base × 2^(n-1), capped, plus up to 25% random.
+
+    The jitter spreads retries of jobs that failed together (a shared dependency down).
+    """
+    base = current_app.config["JOB_RETRY_BACKOFF_SECONDS"]
+    cap = current_app.config["JOB_RETRY_BACKOFF_MAX_SECONDS"]
+    delay = min(cap, base * 2 ** max(0, retry_count - 1))
+    return round(delay + random.uniform(0, delay / 4), 3)
+
+
+def format_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
+
+
+def fail_attempt(attempt: Attempt, error: str, *, retryable: bool = True) -> str | None:
+    """A handler raised: retry with backoff (``job_retry``) or fail for good (``job_failed``).
+
+    Returns "retry", "failed", "cancelled" (a cancel was pending: honour it rather than
+    retry), or None when this attempt no longer owns the job.
+    """
+    owned = {**_owned(attempt), "retry_count": attempt.retry_count}
+    for _ in range(3):  # a cancel landing between the check and the write: look again
+        state = checkpoint_state(attempt)
+        if state == LOST:
+            return None
+        if state == CANCELLED:
+            return "cancelled" if finish_cancelled(attempt) else None
+        if not retryable or attempt.retry_count >= attempt.max_retries:
+            break
+        retry_count = attempt.retry_count + 1
+        delay = backoff_seconds(retry_count)
+        if _cas(attempt.id, {**owned, "cancel_requested": False}, status="queued",
+                retry_count=retry_count, error=error, progress=0):
+            _record(attempt, "job_retry", "retry", None, retry_count=retry_count, delay=delay,
+                    error=error)
+            enqueue_after_commit(attempt.id, countdown=delay)
+            db.session.commit()
+            return "retry"
+        db.session.rollback()
+    if not _cas(attempt.id, owned, status="failed", error=error, finished_at=utcnow()):
+        db.session.rollback()
+        return None
+    _record(attempt, "job_failed", "failed", None, error=error,
+            retries_exhausted=retryable, retry_count=attempt.retry_count)
+    db.session.commit()
+    return "failed"
+
+
+def recover_stuck_jobs(*, timeout_seconds: int, limit: int = 500) -> list[int]:
+    """Take back jobs left running by a dead worker (no heartbeat past the timeout).
+
+    Each one is re-queued counting a retry (``job_retry``), failed once its retries are
+    spent (``job_failed``), or cancelled if a cancel was pending. Returns their ids.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=timeout_seconds)
+    rows = db.session.execute(
+        select(Job.id, Job.episode_id, Job.type, Job.created_by, Job.started_at, Job.retry_count,
+               Job.max_retries, Job.cancel_requested)
+        .where(Job.status == "running", Job.updated_at < cutoff)
+        .order_by(Job.id).limit(limit)).all()
+    db.session.commit()
+    error = f"Worker lost: no heartbeat for {timeout_seconds} s"
+    recovered = []
+    for row in rows:
+        ref = JobRef(row.id, row.episode_id, row.type, row.created_by)
+        if row.cancel_requested:
+            outcome = {"status": "cancelled", "finished_at": now}
+        elif row.retry_count < row.max_retries:
+            outcome = {"status": "queued", "retry_count": row.retry_count + 1, "error": error,
+                       "progress": 0}
+        else:
+            outcome = {"status": "failed", "error": error, "finished_at": now}
+        # Only the same attempt, still silent: a heartbeat that lands first wins the race.
+        expect = {"status": "running", "started_at": row.started_at,
+                  "retry_count": row.retry_count, "cancel_requested": row.cancel_requested}
+        if not _cas(row.id, expect, Job.updated_at < cutoff, **outcome):
+            db.session.rollback()
+            continue
+        if outcome["status"] == "cancelled":
+            _record(ref, "job_cancelled", "cancelled", None, recovered=True)
+        elif outcome["status"] == "queued":
+            _record(ref, "job_retry", "retry", None, retry_count=row.retry_count + 1, delay=0,
+                    error=error, recovered=True)
+            enqueue_after_commit(row.id)
+        else:
+            _record(ref, "job_failed", "failed", None, error=error, retries_exhausted=True,
+                    retry_count=row.retry_count, recovered=True)
+        db.session.commit()
+        log.warning("job %s was stuck in running: %s (now %s)", row.id, error, outcome["status"])
+        recovered.append(row.id)
+    return recovered
+
+
+def resend_stale_queued(*, timeout_seconds: int, limit: int = 500) -> list[int]:
+    """Re-send the task of jobs queued for too long (a message lost with a broker outage).
+
+    The touch moves them out of the next sweep's window; a duplicate message is harmless
+    because :func:`claim_job` lets only one through.
+    """
+    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
+    rows = db.session.execute(
+        select(Job.id, Job.updated_at).where(Job.status == "queued", Job.updated_at < cutoff)
+        .order_by(Job.id).limit(limit)).all()
+    resent = []
+    for row in rows:
+        if _cas(row.id, {"status": "queued", "updated_at": row.updated_at}):
+            enqueue_after_commit(row.id)
+            resent.append(row.id)
+    db.session.commit()
+    return resent
+
+
+def record_processor_started(*, hostname: str, concurrency: int, max_concurrent: int) -> int:
+    """``job_processor_started``: real-time only (no activity row); delivered by the outbox."""
+    evt = events.record(
+        "job_processor_started",
+        action="",
+        actor=None,
+        resource_type="job",
+        resource_id=None,
+        resource_name=hostname[:255],
+        payload={"hostname": hostname, "concurrency": concurrency,
+                 "max_concurrent": max_concurrent},
+    )
+    db.session.commit()
+    return evt.id

@@ -1,0 +1,99 @@
+"""Shared set-up for the benchmarks: a fresh PostgreSQL database, Redis, real processes."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+def fresh_database(name: str) -> str:
+    """Drop and create ``name``; returns its URL."""
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{PG}/{name}"
+
+
+def setup_env(db_name: str, redis_db: int) -> dict:
+    """Point this process (and its children) at a fresh database and a Redis database."""
+    url = fresh_database(db_name)
+    env = {
+        "DATABASE_URL": url,
+        "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "APP_ENV": "development",
+        "EMBEDDED_WORKER": "0",
+        "INSTANCE_DIR": f"/tmp/{db_name}-instance",
+        "STORAGE_DIR": f"/tmp/{db_name}-instance/files",
+        "PYTHONPATH": str(ROOT),
+    }
+    os.environ.update(env)
+    import redis
+
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    return dict(os.environ)
+
+
+def migrate(app) -> None:
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+
+
+def start_worker(env: dict, concurrency: int, pool: str = "prefork", log: str = "/tmp/bench-worker.log",
+                 loglevel: str = "WARNING"):
+    out = open(log, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-l", loglevel,
+         "-c", str(concurrency), "-P", pool, "--without-mingle", "--without-gossip",
+         "-n", f"bench-{os.getpid()}-{time.time_ns()}@%h"],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc
+
+
+def wait_for_log(path: str, text: str, timeout: float, proc=None) -> bool:
+    """Wait until ``text`` appears in the log file (False on timeout or if ``proc`` exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if text in Path(path).read_text(errors="replace"):
+                return True
+        except FileNotFoundError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def stop(proc) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except Exception:  # noqa: BLE001
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, int(round(p / 100 * (len(values) - 1)))))
+    return values[k]
+
+
+def summary(values: list[float]) -> str:
+    return (f"p50 {pct(values, 50):.2f} ms, p99 {pct(values, 99):.2f} ms, "
+            f"mean {statistics.fmean(values):.2f} ms")

@@ -1,0 +1,948 @@
+"""Real-time benchmark (issue 4): connect, REST→event latency, fan-out, memory, capacity.
+
+    .venv/bin/python bench/realtime.py [--modes eventlet,gevent,threading]
+        [--latency-clients 1000] [--fanout 1000,5000] [--max-connections 10000]
+        [--updates 50] [--fanout-updates 10] [--load-procs 2] [--no-bare]
+
+Against the production server (``python wsgi.py``, one process per SOCKETIO_ASYNC_MODE,
+EMBEDDED_WORKER=0) on a fresh PostgreSQL database ``ec_bench_realtime``, Redis db 10 and a
+real ``celery -A celery_app worker``. The clients are python-socketio ``AsyncClient``s on
+one asyncio loop per load process (``--load-procs``, default 2), all sharing one aiohttp
+session, so thousands of sockets cost no threads.
+
+For every server mode, in order:
+1. connection setup (websocket + Socket.IO connect to /episodes with ``auth={"token"}``,
+   JWT and presence done by the server) one at a time, then under load while ramping up;
+2. ``--latency-clients`` clients join one episode room (``join`` with an ack, the product
+   path: authorization, presence row, ``join_room``). The worker is stopped while they
+   join, and the ``viewer_joined`` events these joins produce are then marked delivered in
+   the database without being emitted: emitting them would be O(n²) messages (5,000 joins
+   to a room that grows to 5,000 = 12.5 M messages) and is not what is measured here.
+   Then the worker starts, and ``--updates`` PATCH /api/v1/episodes/<id> calls are made one
+   after the other; each is timed from just before the REST call to the ``episode_updated``
+   at a few measuring clients spread over the room (join order), and to the last client;
+3. the same with the room grown to each ``--fanout`` size (more idle clients connected
+   first: their RSS growth is the memory per idle connection);
+4. more clients are connected until a refusal or error, ``--max-connections``, the time
+   budget or the server-thread guard (threading mode) stops the ramp.
+Then the same fan-out against a bare python-socketio server (eventlet, no auth, no
+database, an HTTP POST emits to the room) with the same clients and the same envelope,
+and our fan-out time as a ratio to it.
+
+Clocks: every timestamp is ``time.monotonic()`` (CLOCK_MONOTONIC, shared by all the
+processes of this machine), so the REST call in this process and the receipt in a load
+process compare directly. Client-side processing is included in every figure (thousands of
+sockets on two asyncio loops); the bare-server ratio puts that in proportion.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from contextlib import suppress
+from functools import partial
+from pathlib import Path
+
+from _common import ROOT, migrate, pct, setup_env, start_worker, stop, wait_for_log
+
+NS = "/episodes"
+DB_NAME = "ec_bench_realtime"
+REDIS_DB = 10
+LOG_DIR = Path("/tmp/bench-realtime")
+
+BARE_SERVER = r'''
+import eventlet
+eventlet.monkey_patch()
+import json, resource, sys
+import eventlet.wsgi
+import socketio
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+sio = socketio.Server(async_mode="eventlet", cors_allowed_origins="*")
+
+@sio.on("connect", namespace="/episodes")
+def connect(sid, environ, auth=None):
+    return True
+
+@sio.on("join", namespace="/episodes")
+def join(sid, data):
+    sio.enter_room(sid, "episode:%s" % data["episode_id"], namespace="/episodes")
+    return {"ok": True, "viewers": []}
+
+def http(environ, start_response):
+    if environ["PATH_INFO"] == "/emit" and environ["REQUEST_METHOD"] == "POST":
+        body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        sio.emit(body["event"], body["data"], to=body["room"], namespace="/episodes")
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+eventlet.wsgi.server(eventlet.listen(("127.0.0.1", int(sys.argv[1])), backlog=1024),
+                     socketio.WSGIApp(sio, http), log_output=False, max_size=20000)
+'''
+
+
+# --------------------------------------------------------------------------- helpers
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status(pid: int) -> dict:
+    """VmRSS (KB) and Threads of a process, from /proc/<pid>/status, and its open fds."""
+    out = {"rss_kb": None, "threads": None, "fds": None}
+    with suppress(OSError):
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    with suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                out["rss_kb"] = int(line.split()[1])
+            elif line.startswith("Threads:"):
+                out["threads"] = int(line.split()[1])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def listen_drops() -> dict:
+    """Kernel counters of connections refused by a full listen backlog (machine-wide)."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            d = dict(zip(head.split()[1:], map(int, vals.split()[1:]), strict=False))
+            return {"ListenOverflows": d.get("ListenOverflows", 0), "ListenDrops": d.get("ListenDrops", 0)}
+    return {}
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def short_error(exc: BaseException, detail=None) -> str:
+    text = str(exc) or type(exc).__name__
+    if detail:
+        text = f"{text} [{detail}]"
+    return f"{type(exc).__name__}: {text}"[:160]
+
+
+def spaced(n: int, k: int) -> list[int]:
+    """k indexes spread evenly over range(n), first and last included."""
+    if n <= 0 or k <= 0:
+        return []
+    if k == 1 or n == 1:
+        return [n - 1]
+    return sorted({round(j * (n - 1) / (k - 1)) for j in range(k)})
+
+
+# --------------------------------------------------------------------------- load process
+
+class Probe:
+    __slots__ = ("sio", "joined", "got", "measure", "refusal")
+
+    def __init__(self, sio):
+        self.sio, self.joined, self.got, self.measure, self.refusal = sio, False, None, False, None
+
+
+class Load:
+    """One asyncio loop holding many AsyncClients; commands come over a pipe."""
+
+    def __init__(self, conn, index: int):
+        self.conn, self.index = conn, index
+        self.clients: list[Probe] = []
+        self.marker = None
+        self.expect = self.count = 0
+        self.first = self.last = None
+        self.samples: list[float] = []
+        self.payload = None
+        self.done: asyncio.Event | None = None
+
+    async def serve(self) -> None:
+        import aiohttp
+
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        loop = asyncio.get_running_loop()
+        while True:
+            cmd, kwargs = await loop.run_in_executor(None, self.conn.recv)
+            if cmd == "exit":
+                self.conn.send({"ok": True})
+                os._exit(0)
+            try:
+                result = await getattr(self, f"cmd_{cmd}")(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported to the orchestrator
+                result = {"error": short_error(exc)}
+            self.conn.send(result)
+
+    def alive(self) -> int:
+        return sum(1 for p in self.clients if p.sio.connected)
+
+    async def cmd_connect(self, url: str, count: int, concurrency: int, tokens: list[str] | None,
+                          offset: int = 0, stop_after_errors: int = 20, budget: float = 600.0):
+        import socketio
+
+        sem = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+        errors: Counter = Counter()
+        skipped = 0
+        deadline = time.monotonic() + budget
+
+        async def one(i: int) -> None:
+            nonlocal skipped
+            async with sem:
+                if sum(errors.values()) >= stop_after_errors or time.monotonic() > deadline:
+                    skipped += 1
+                    return
+                sio = socketio.AsyncClient(reconnection=False, http_session=self.http,
+                                           handle_sigint=False)
+                probe = Probe(sio)
+                sio.on("episode_updated", partial(self.on_update, probe), namespace=NS)
+                sio.on("connect_error", partial(self.on_refused, probe), namespace=NS)
+                auth = {"token": tokens[(offset + i) % len(tokens)]} if tokens else None
+                t = time.monotonic()
+                try:
+                    await asyncio.wait_for(
+                        sio.connect(url, namespaces=[NS], auth=auth, transports=["websocket"],
+                                    wait_timeout=30), 40)
+                except Exception as exc:  # noqa: BLE001 - counted by kind
+                    errors[short_error(exc, probe.refusal)] += 1
+                    with suppress(Exception):
+                        await asyncio.wait_for(sio.disconnect(), 5)
+                    return
+                latencies.append((time.monotonic() - t) * 1000)
+                self.clients.append(probe)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return {"latencies": latencies, "errors": dict(errors), "skipped": skipped,
+                "alive": self.alive(), "clients": len(self.clients)}
+
+    def on_refused(self, probe: Probe, data=None) -> None:
+        probe.refusal = (data or {}).get("code") if isinstance(data, dict) else data
+
+    async def cmd_join(self, episode_id: int, concurrency: int, timeout: float = 30):
+        sem = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+        errors: Counter = Counter()
+
+        async def one(p: Probe) -> None:
+            async with sem:
+                t = time.monotonic()
+                try:
+                    ack = await p.sio.call("join", {"episode_id": episode_id}, namespace=NS,
+                                           timeout=timeout)
+                except Exception as exc:  # noqa: BLE001 - counted by kind
+                    errors[short_error(exc)] += 1
+                    return
+                if isinstance(ack, dict) and ack.get("ok"):
+                    latencies.append((time.monotonic() - t) * 1000)
+                    p.joined = True
+                else:
+                    errors[f"ack: {str(ack)[:100]}"] += 1
+
+        await asyncio.gather(*(one(p) for p in self.clients if not p.joined and p.sio.connected))
+        return {"latencies": latencies, "errors": dict(errors),
+                "joined": sum(1 for p in self.clients if p.joined and p.sio.connected)}
+
+    async def cmd_arm(self, marker: str, measure: int):
+        self.marker, self.count, self.first, self.last, self.samples = marker, 0, None, None, []
+        joined = [p for p in self.clients if p.joined and p.sio.connected]
+        for p in self.clients:
+            p.measure = False
+        for i in spaced(len(joined), measure):
+            joined[i].measure = True
+        self.expect = len(joined)
+        self.done = asyncio.Event()
+        if not self.expect:
+            self.done.set()
+        return {"expect": self.expect}
+
+    def on_update(self, probe: Probe, data=None) -> None:
+        t = time.monotonic()
+        inner = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(inner, dict) or inner.get("title") != self.marker or probe.got == self.marker:
+            return
+        probe.got = self.marker
+        self.count += 1
+        if self.first is None:
+            self.first = t
+        self.last = t
+        if probe.measure:
+            self.samples.append(t)
+        if self.payload is None:
+            self.payload = data
+        if self.count >= self.expect:
+            self.done.set()
+
+    async def cmd_wait(self, timeout: float):
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.done.wait(), timeout)
+        payload, self.payload = self.payload, None
+        return {"count": self.count, "expect": self.expect, "first": self.first, "last": self.last,
+                "samples": self.samples, "payload": payload}
+
+    async def cmd_stats(self):
+        return {"clients": len(self.clients), "alive": self.alive(),
+                "joined": sum(1 for p in self.clients if p.joined and p.sio.connected)}
+
+
+def load_main(conn, index: int) -> None:
+    raise_nofile()
+    asyncio.run(Load(conn, index).serve())
+
+
+class LoadPool:
+    def __init__(self, n: int):
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for i in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=load_main, args=(child, i), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def call(self, cmd: str, per: list[dict] | None = None, answer_within: float = 900,
+             **kwargs) -> list[dict]:
+        for i, conn in enumerate(self.conns):
+            conn.send((cmd, {**kwargs, **(per[i] if per else {})}))
+        results = []
+        for conn in self.conns:
+            if not conn.poll(answer_within):
+                raise TimeoutError(f"load process did not answer {cmd} in {answer_within} s")
+            results.append(conn.recv())
+        for r in results:
+            if isinstance(r, dict) and "error" in r and len(r) == 1:
+                raise RuntimeError(f"load {cmd}: {r['error']}")
+        return results
+
+    def stats(self) -> dict:
+        rs = self.call("stats")
+        return {k: sum(r[k] for r in rs) for k in ("clients", "alive", "joined")}
+
+    def close(self) -> None:
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            with suppress(Exception):
+                conn.send(("exit", {}))
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+# --------------------------------------------------------------------------- orchestration
+
+class Bench:
+    def __init__(self, args, env: dict, app, editor_token: str, tokens: list[str]):
+        self.args, self.env, self.app = args, env, app
+        self.editor_token, self.tokens = editor_token, tokens
+        self.loads: LoadPool | None = None
+        self.url = ""
+        self.server = None
+        self.server_threads_base = 0
+        self.offset = 0
+        self.payload = None  # one real episode_updated envelope, for the bare server
+
+    # ---- clients
+    def connect(self, n: int, concurrency: int, *, only_first: bool = False, auth: bool = True,
+                stop_after_errors: int = 20, budget: float = 600.0) -> dict:
+        """Connect ``n`` more clients, split over the load processes; merged results."""
+        k = len(self.loads.conns)
+        counts = [n] + [0] * (k - 1) if only_first else [n // k + (1 if i < n % k else 0) for i in range(k)]
+        per = []
+        for c in counts:
+            per.append({"count": c, "offset": self.offset})
+            self.offset += c
+        rs = self.loads.call("connect", per=per, url=self.url, concurrency=concurrency,
+                             tokens=self.tokens if auth else None,
+                             stop_after_errors=stop_after_errors, budget=budget)
+        errors: Counter = Counter()
+        for r in rs:
+            errors.update(r["errors"])
+        return {"latencies": [x for r in rs for x in r["latencies"]], "errors": dict(errors),
+                "skipped": sum(r["skipped"] for r in rs), "alive": sum(r["alive"] for r in rs)}
+
+    def grow_to(self, target: int, *, auth: bool = True, budget: float = 600.0) -> dict:
+        """Connect clients until ``target`` are alive (or an error, the budget, the thread guard)."""
+        lat, errors, reason = [], Counter(), None
+        start = time.monotonic()
+        step = self.args.step
+        while True:
+            alive = self.loads.stats()["alive"]
+            if alive >= target:
+                break
+            n = min(step, target - alive)
+            if self.server is not None:
+                st = proc_status(self.server.pid)
+                if st["threads"] and alive:
+                    per_conn = max(0.0, (st["threads"] - self.server_threads_base) / alive)
+                    if per_conn >= 0.5 and st["threads"] + n * per_conn > self.args.max_server_threads:
+                        reason = (f"stopped by the bench: server has {st['threads']} threads "
+                                  f"(~{per_conn:.1f} per connection); limit --max-server-threads "
+                                  f"{self.args.max_server_threads}")
+                        break
+            left = budget - (time.monotonic() - start)
+            if left <= 0:
+                reason = f"time budget {budget:.0f} s used up"
+                break
+            r = self.connect(n, self.args.concurrency, auth=auth, budget=left)
+            lat += r["latencies"]
+            errors.update(r["errors"])
+            if r["errors"]:
+                top = Counter(r["errors"]).most_common(3)
+                reason = "client errors: " + "; ".join(f"{v}× {k}" for k, v in top)
+                break
+            if self.server is not None and self.server.poll() is not None:
+                reason = f"server exited with {self.server.returncode}"
+                break
+        return {"latencies": lat, "errors": dict(errors), "reason": reason,
+                "alive": self.loads.stats()["alive"], "seconds": time.monotonic() - start}
+
+    def join_all(self, episode_id: int) -> dict:
+        rs = self.loads.call("join", episode_id=episode_id, concurrency=self.args.concurrency)
+        errors: Counter = Counter()
+        for r in rs:
+            errors.update(r["errors"])
+        return {"latencies": [x for r in rs for x in r["latencies"]], "errors": dict(errors),
+                "joined": sum(r["joined"] for r in rs)}
+
+    def run_updates(self, trigger, n: int, tag: str, timeout: float = 15.0) -> dict:
+        """n events one after the other: REST→measuring clients, REST→first, REST→last."""
+        samples, lasts, spreads, firsts, rest, missing = [], [], [], [], [], 0
+        payload = None
+        per_load = max(1, -(-self.args.measure // len(self.loads.conns)))
+        for k in range(n):
+            marker = f"{tag}-{k}-{time.monotonic_ns()}"
+            expect = sum(r["expect"] for r in self.loads.call("arm", marker=marker, measure=per_load))
+            t0 = time.monotonic()
+            trigger(marker)
+            rest.append((time.monotonic() - t0) * 1000)
+            rs = self.loads.call("wait", timeout=timeout)
+            got = sum(r["count"] for r in rs)
+            missing += expect - got
+            for r in rs:
+                samples += [(t - t0) * 1000 for t in r["samples"]]
+                payload = payload or r["payload"]
+            fs = [r["first"] for r in rs if r["first"] is not None]
+            ls = [r["last"] for r in rs if r["last"] is not None]
+            if fs and got == expect:
+                firsts.append((min(fs) - t0) * 1000)
+                lasts.append((max(ls) - t0) * 1000)
+                spreads.append((max(ls) - min(fs)) * 1000)
+            time.sleep(self.args.gap)
+        return {"n": n, "room": expect, "samples": samples, "first": firsts, "last": lasts,
+                "spread": spreads, "rest": rest, "missing": missing, "payload": payload}
+
+    # ---- our server
+    def start_server(self, mode: str, port: int, log: Path):
+        env = dict(self.env, SOCKETIO_ASYNC_MODE=mode, MAX_CONNECTIONS=str(self.args.cap),
+                   HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1", EMBEDDED_WORKER="0")
+        out = open(log, "wb")
+        proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        import requests
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-1500:]}")
+            with suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).status_code == 200:
+                    return proc
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not come up: {log.read_text()[-2000:]}")
+
+    def start_worker(self, mode: str, n: int):
+        log = str(LOG_DIR / f"worker-{mode}-{n}.log")
+        proc = start_worker(self.env, self.args.worker_concurrency, log=log, loglevel="INFO")
+        if not wait_for_log(log, "ready.", 60, proc):
+            raise RuntimeError(f"worker did not start: {Path(log).read_text()[-2000:]}")
+        return proc
+
+    def settle_outbox(self) -> int:
+        """Mark undelivered events (the bulk joins' viewer_joined) delivered, not emitted."""
+        from sqlalchemy import update
+
+        from app.extensions import db
+        from app.models import DomainEvent, utcnow
+
+        with self.app.app_context():
+            n = db.session.execute(update(DomainEvent).where(DomainEvent.delivered_at.is_(None))
+                                   .values(delivered_at=utcnow())).rowcount
+            db.session.commit()
+        return n
+
+    def wait_outbox_idle(self, timeout: float = 30) -> bool:
+        import redis
+        from sqlalchemy import func, select
+
+        from app.extensions import db
+        from app.models import DomainEvent
+        from app.services.events import DRAIN_FLAG
+
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.app.app_context():
+                pending = db.session.scalar(select(func.count()).select_from(DomainEvent)
+                                            .where(DomainEvent.delivered_at.is_(None)))
+            if not pending and not client.exists(DRAIN_FLAG):
+                return True
+            time.sleep(0.2)
+        client.delete(DRAIN_FLAG)
+        return False
+
+    def cleanup_db(self) -> None:
+        import redis
+        from sqlalchemy import delete, update
+
+        from app.extensions import db
+        from app.models import PresenceSocket, UserPresence
+        from app.services.events import DRAIN_FLAG
+
+        self.settle_outbox()
+        with self.app.app_context():
+            db.session.execute(delete(PresenceSocket))
+            db.session.execute(update(UserPresence).values(status="offline"))
+            db.session.commit()
+        redis.Redis.from_url(self.env["REDIS_URL"]).delete(DRAIN_FLAG)
+
+    def run_mode(self, mode: str) -> dict:
+        import requests
+
+        args = self.args
+        r: dict = {"mode": mode, "load_start": loadavg(), "notes": []}
+        port = free_port()
+        log = LOG_DIR / f"web-{mode}.log"
+        self.url = f"http://127.0.0.1:{port}"
+        drops0 = listen_drops()
+        t_mode = time.monotonic()
+        worker = None
+        print(f"\n=== {mode}: starting server on :{port} (load {loadavg()})", flush=True)
+        try:
+            self.server = self.start_server(mode, port, log)
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            r["fatal"] = short_error(exc)
+            print(f"  server failed: {exc}", flush=True)
+            return r
+        self.loads = LoadPool(args.load_procs)
+        self.offset = 0
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.editor_token}"
+        try:
+            ep = http.post(f"{self.url}/api/v1/episodes", timeout=30,
+                           json={"title": f"bench {mode}", "episode_number": 1}).json()
+            episode_id = ep["id"]
+
+            def patch(marker: str) -> None:
+                resp = http.patch(f"{self.url}/api/v1/episodes/{episode_id}", json={"title": marker},
+                                  timeout=30)
+                if resp.status_code != 200:
+                    raise RuntimeError(f"PATCH {resp.status_code}: {resp.text[:200]}")
+
+            # Warm-up (imports, compiled queries, pools), not counted.
+            self.connect(10, 1, only_first=True)
+            self.server_threads_base = proc_status(self.server.pid)["threads"] or 0
+            st0 = proc_status(self.server.pid)
+            r["rss_base_kb"], r["threads_base"] = st0["rss_kb"], st0["threads"]
+
+            # 1. connection setup, one at a time.
+            seq = self.connect(args.seq_connects, 1, only_first=True)
+            r["connect_seq"] = seq["latencies"]
+            r["connect_seq_errors"] = seq["errors"]
+            print(f"  sequential connects: {fmt_pp(seq['latencies'])} ms {seq['errors'] or ''}", flush=True)
+
+            sizes = sorted({args.latency_clients, *args.fanout})
+            r["fanout"] = {}
+            for size in sizes:
+                self.check_server()
+                before = proc_status(self.server.pid)
+                alive_before = self.loads.stats()["alive"]
+                cpu0 = cpu_seconds(self.server.pid)
+                grow = self.grow_to(size, budget=args.ramp_budget)
+                cpu1 = cpu_seconds(self.server.pid)
+                after = proc_status(self.server.pid)
+                r.setdefault("connect_ramp", []).extend(grow["latencies"])
+                added = grow["alive"] - alive_before
+                if added > 0 and before["rss_kb"] and after["rss_kb"]:
+                    r.setdefault("rss_steps", []).append(
+                        {"from": alive_before, "to": grow["alive"],
+                         "kb_per_conn": (after["rss_kb"] - before["rss_kb"]) / added,
+                         "rate": added / grow["seconds"], "cpu_ms": (cpu1 - cpu0) * 1000 / added,
+                         "threads_per_conn": ((after["threads"] or 0) - (before["threads"] or 0)) / added,
+                         "fds_per_conn": ((after["fds"] or 0) - (before["fds"] or 0)) / added})
+                self.check_server()
+                print(f"  {grow['alive']} connected in {grow['seconds']:.1f} s; ramp connects "
+                      f"{fmt_pp(grow['latencies'])} ms; RSS {after['rss_kb'] / 1024:.0f} MB, "
+                      f"threads {after['threads']}, fds {after['fds']} {grow['reason'] or ''}", flush=True)
+                if grow["alive"] < size:
+                    r["fanout"][size] = {"error": f"only {grow['alive']} connected: {grow['reason']}"}
+                    r["notes"].append(f"room of {size}: only {grow['alive']} connected ({grow['reason']})")
+                    break
+                # Join them (the worker is stopped: no viewer_joined fan-out), then settle.
+                if worker is not None:
+                    stop(worker)
+                    worker = None
+                cpu0, t = cpu_seconds(self.server.pid), time.monotonic()
+                joined = self.join_all(episode_id)
+                n_joined = len(joined["latencies"])
+                if n_joined:
+                    r.setdefault("join_steps", []).append(
+                        {"n": n_joined, "rate": n_joined / (time.monotonic() - t),
+                         "cpu_ms": (cpu_seconds(self.server.pid) - cpu0) * 1000 / n_joined})
+                r.setdefault("join", []).extend(joined["latencies"])
+                settled = self.settle_outbox()
+                print(f"  joined {joined['joined']} (acks {fmt_pp(joined['latencies'])} ms, "
+                      f"errors {joined['errors'] or 0}); {settled} events marked delivered unemitted",
+                      flush=True)
+                worker = self.start_worker(mode, size)
+                if not self.wait_outbox_idle():
+                    r["notes"].append("outbox did not go idle before measuring; drain flag cleared")
+                n = args.updates if size == args.latency_clients else args.fanout_updates
+                res = self.run_updates(patch, n, f"{mode}-{size}")
+                payload = res.pop("payload", None)
+                if self.payload is None:
+                    self.payload = payload  # the bare server emits this very envelope
+                r["fanout"][size] = res
+                if size == args.latency_clients:
+                    r["latency"] = res
+                print(f"  room {res['room']}: REST→event {fmt_pp(res['samples'])} ms at the measuring "
+                      f"clients; REST→last {fmt_pp(res['last'])}; spread {fmt_pp(res['spread'])}; "
+                      f"PATCH {fmt_pp(res['rest'])}; missing {res['missing']}", flush=True)
+
+            if worker is not None:
+                stop(worker)
+                worker = None
+            # 5. capacity: ramp until refusals/errors or the cap.
+            grow = self.grow_to(args.max_connections, budget=args.ramp_budget)
+            self.check_server()
+            st = proc_status(self.server.pid)
+            time.sleep(2)
+            alive = self.loads.stats()["alive"]
+            t = time.monotonic()
+            try:
+                health = requests.get(f"{self.url}/api/v1/health", timeout=30).status_code
+            except requests.RequestException as exc:
+                health = short_error(exc)
+            reason = grow["reason"] or f"reached --max-connections {args.max_connections}"
+            r["max"] = {"alive": alive, "reason": reason,
+                        "rss_kb": st["rss_kb"], "threads": st["threads"], "fds": st["fds"],
+                        "errors": grow["errors"],
+                        "health": health, "health_ms": (time.monotonic() - t) * 1000,
+                        "seconds": grow["seconds"]}
+            r.setdefault("connect_ramp", []).extend(grow["latencies"])
+            print(f"  capacity: {alive} held ({reason}); RSS {(st['rss_kb'] or 0) / 1024:.0f} MB, "
+                  f"threads {st['threads']}; /health {health} in {r['max']['health_ms']:.0f} ms", flush=True)
+        except Exception as exc:  # noqa: BLE001 - a mode that cannot go on is reported, not fatal
+            r["fatal"] = short_error(exc)
+            print(f"  {mode} stopped: {exc}", flush=True)
+        finally:
+            if worker is not None:
+                stop(worker)
+            alive = 0
+            with suppress(Exception):
+                alive = self.loads.stats()["alive"]
+            r["shutdown"] = self.stop_server(alive)
+            print(f"  shutdown with {alive} connected: {r['shutdown']}", flush=True)
+            self.loads.close()
+            self.cleanup_db()
+            drops1 = listen_drops()
+            r["listen_drops"] = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1}
+            r["errors_in_log"] = log_errors(log)
+            r["seconds"] = time.monotonic() - t_mode
+            r["load_end"] = loadavg()
+        return r
+
+    def check_server(self) -> None:
+        if self.server is not None and self.server.poll() is not None:
+            raise RuntimeError(f"server exited with {self.server.returncode}")
+
+    def stop_server(self, alive: int) -> str:
+        """SIGTERM (graceful: every client told, presence cleared); SIGKILL after the grace."""
+        proc = self.server
+        if proc.poll() is not None:
+            return f"had exited ({proc.returncode})"
+        t = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(self.args.shutdown_grace)
+            text = f"exit {proc.returncode} in {time.monotonic() - t:.1f} s"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            text = f"not done after {self.args.shutdown_grace:.0f} s: killed"
+        return f"{text}; {self.presence_rows()} of {alive} presence sockets left"
+
+    def presence_rows(self) -> int:
+        from sqlalchemy import func, select
+
+        from app.extensions import db
+        from app.models import PresenceSocket
+
+        with self.app.app_context():
+            return db.session.scalar(select(func.count()).select_from(PresenceSocket)) or 0
+
+    # ---- the bare python-socketio server
+    def run_bare(self, sizes: list[int]) -> dict:
+        import requests
+
+        r: dict = {"mode": "bare", "fanout": {}, "load_start": loadavg()}
+        port = free_port()
+        log = LOG_DIR / "bare.log"
+        out = open(log, "wb")
+        proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        self.server, self.server_threads_base, self.offset = None, 0, 0
+        print(f"\n=== bare python-socketio server on :{port} (load {loadavg()})", flush=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with suppress(requests.RequestException):
+                if requests.get(self.url + "/", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        self.loads = LoadPool(self.args.load_procs)
+        http = requests.Session()
+        envelope = self.payload or {"id": 1, "event": "episode_updated", "actor": None,
+                                    "timestamp": "2026-01-01T00:00:00Z", "data": {}}
+
+        def emit(marker: str) -> None:
+            body = json.loads(json.dumps(envelope))
+            body["data"]["title"] = marker
+            http.post(self.url + "/emit", timeout=30,
+                      json={"event": "episode_updated", "room": "episode:1", "data": body})
+
+        try:
+            seq = self.connect(self.args.seq_connects, 1, only_first=True, auth=False)
+            r["connect_seq"] = seq["latencies"]
+            for size in sizes:
+                grow = self.grow_to(size, auth=False, budget=self.args.ramp_budget)
+                self.join_all(1)
+                n = self.args.updates if size == self.args.latency_clients else self.args.fanout_updates
+                res = self.run_updates(emit, n, f"bare-{size}")
+                res.pop("payload", None)
+                r["fanout"][size] = res
+                print(f"  room {res['room']} ({grow['alive']} connected): POST→event "
+                      f"{fmt_pp(res['samples'])} ms; POST→last {fmt_pp(res['last'])}; "
+                      f"spread {fmt_pp(res['spread'])}; missing {res['missing']}", flush=True)
+        except Exception as exc:  # noqa: BLE001
+            r["fatal"] = short_error(exc)
+            print(f"  bare stopped: {exc}", flush=True)
+        finally:
+            self.loads.close()
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        return r
+
+
+def log_errors(log: Path) -> list[str]:
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    bad = [ln for ln in lines if " ERROR " in ln or "Traceback" in ln or "CRITICAL" in ln]
+    return bad[:5] + ([f"... {len(bad)} lines in all"] if len(bad) > 5 else [])
+
+
+# --------------------------------------------------------------------------- report
+
+def fmt_pp(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{pct(values, 50):.1f}/{pct(values, 99):.1f}"
+
+
+def med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def table(results: list[dict], bare: dict | None, args) -> str:
+    modes = [r["mode"] for r in results]
+    rows: list[tuple[str, list[str], str]] = []
+
+    def biggest(r: dict) -> dict:
+        return max(r["rss_steps"], key=lambda s: s["to"] - s["from"])
+
+    def add(label: str, fn, target: str = "") -> None:
+        cells = []
+        for r in results:
+            try:
+                cells.append(fn(r))
+            except Exception:  # noqa: BLE001 - a step the mode could not do
+                cells.append("n/a" if "fatal" not in r else "failed")
+        rows.append((label, cells, target))
+
+    add("connect, one at a time p50/p99 ms", lambda r: fmt_pp(r["connect_seq"]), "p99 < 50")
+    add(f"connect while ramping ({args.concurrency}×{args.load_procs} in flight) p50/p99 ms",
+        lambda r: fmt_pp(r["connect_ramp"]), "")
+    add("connects/s while ramping; server CPU ms per connect",
+        lambda r: f"{biggest(r)['rate']:.0f}; {biggest(r)['cpu_ms']:.1f}")
+    add("join ack p50/p99 ms", lambda r: fmt_pp(r["join"]))
+    add("joins/s; server CPU ms per join",
+        lambda r: f"{r['join_steps'][-1]['rate']:.0f}; {r['join_steps'][-1]['cpu_ms']:.1f}")
+    lc = args.latency_clients
+    add(f"REST→episode_updated p50/p99 ms ({lc} in room, {args.measure} measuring clients)",
+        lambda r: fmt_pp(r["latency"]["samples"]) + f" (n={len(r['latency']['samples'])})", "p99 < 100")
+    add("PATCH response p50/p99 ms", lambda r: fmt_pp(r["latency"]["rest"]))
+    for size in sorted(set(args.fanout)):
+        add(f"fan-out {size}: REST→last client p50/max ms",
+            lambda r, s=size: f"{med(r['fanout'][s]['last']):.0f}/{max(r['fanout'][s]['last']):.0f}")
+        add(f"fan-out {size}: first→last client p50 ms",
+            lambda r, s=size: f"{med(r['fanout'][s]['spread']):.0f}")
+        if bare and bare["fanout"].get(size, {}).get("last"):
+            b = bare["fanout"][size]
+            add(f"fan-out {size}: ratio to bare (REST→last / POST→last)",
+                lambda r, s=size, b=b: f"{med(r['fanout'][s]['last']) / med(b['last']):.1f}×")
+        add(f"fan-out {size}: events missing", lambda r, s=size: str(r["fanout"][s]["missing"]))
+    add("RSS per idle connection KB (largest step)",
+        lambda r: f"{biggest(r)['kb_per_conn']:.1f} ({biggest(r)['from']}→{biggest(r)['to']})", "< 50")
+    add("server threads / fds per connection",
+        lambda r: f"{biggest(r)['threads_per_conn']:.2f} / {biggest(r)['fds_per_conn']:.2f}")
+    add(f"max concurrent connections (cap {args.max_connections})", lambda r: str(r["max"]["alive"]),
+        "10,000+")
+    add("RSS MB / threads / fds at max",
+        lambda r: f"{r['max']['rss_kb'] / 1024:.0f} / {r['max']['threads']} / {r['max']['fds']}")
+    add("GET /health at max: status, ms", lambda r: f"{r['max']['health']}, {r['max']['health_ms']:.0f}")
+    add("shutdown (SIGTERM)", lambda r: r["shutdown"])
+    add("listen-queue overflows (kernel, machine-wide)", lambda r: str(r["listen_drops"]["ListenOverflows"]))
+    add("mode wall time s", lambda r: f"{r['seconds']:.0f}")
+    add("load average start → end", lambda r: f"{r['load_start'].split()[0]}→{r['load_end'].split()[0]}")
+
+    head = ["figure", *modes, "target"]
+    body = [[label, *cells, target] for label, cells, target in rows]
+    widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True)),
+             "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
+    if bare:
+        lines.append("")
+        lines.append(f"bare python-socketio (eventlet, no auth/db; load {bare['load_start']}): "
+                     f"connect one at a time {fmt_pp(bare.get('connect_seq', []))} ms")
+        for size, b in sorted(bare["fanout"].items()):
+            if b.get("last"):
+                lines.append(f"  room {size}: POST→event {fmt_pp(b['samples'])} ms at measuring clients; "
+                             f"POST→last p50 {med(b['last']):.0f} max {max(b['last']):.0f} ms; "
+                             f"first→last p50 {med(b['spread']):.0f} ms; missing {b['missing']}")
+        if bare.get("fatal"):
+            lines.append(f"  bare stopped: {bare['fatal']}")
+    for r in results:
+        extra = []
+        if r.get("fatal"):
+            extra.append(f"stopped: {r['fatal']}")
+        if r.get("max"):
+            extra.append(f"ramp stopped by: {r['max']['reason']}")
+        extra += r.get("notes", [])
+        extra += [f"server log: {line}" for line in r.get("errors_in_log", [])]
+        if extra:
+            lines.append(f"{r['mode']}: " + "\n    ".join(extra))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+def make_users(app, n: int) -> tuple[str, list[str]]:
+    from datetime import timedelta
+
+    from flask_jwt_extended import create_access_token
+    from werkzeug.security import generate_password_hash
+
+    from app.extensions import db
+    from app.models import User
+
+    with app.app_context():
+        pw = generate_password_hash("benchbench")  # one hash for all: scrypt is slow on purpose
+        editor = User(email="editor@bench.example", name="Bench Editor", role="editor", password_hash=pw)
+        viewers = [User(email=f"viewer{i}@bench.example", name=f"Viewer {i}", role="viewer",
+                        password_hash=pw) for i in range(n)]
+        db.session.add_all([editor, *viewers])
+        db.session.commit()
+        life = timedelta(hours=3)
+        return (create_access_token(identity=editor.id, expires_delta=life),
+                [create_access_token(identity=u.id, expires_delta=life) for u in viewers])
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--modes", default="eventlet,gevent,threading")
+    p.add_argument("--latency-clients", type=int, default=1000)
+    p.add_argument("--fanout", default="1000,5000", help="room sizes for the fan-out")
+    p.add_argument("--clients", dest="fanout", help="alias of --fanout")
+    p.add_argument("--max-connections", type=int, default=10_000, help="capacity ramp stops here")
+    p.add_argument("--cap", type=int, default=12_000, help="MAX_CONNECTIONS of the server")
+    p.add_argument("--updates", type=int, default=50, help="updates measured at --latency-clients")
+    p.add_argument("--fanout-updates", type=int, default=10, help="updates at the other room sizes")
+    p.add_argument("--measure", type=int, default=6, help="measuring clients (spread over the room)")
+    p.add_argument("--seq-connects", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=25, help="connects/joins in flight per load process")
+    p.add_argument("--load-procs", type=int, default=2)
+    p.add_argument("--step", type=int, default=1000, help="clients per ramp step")
+    p.add_argument("--ramp-budget", type=float, default=120.0, help="seconds per ramp")
+    p.add_argument("--max-server-threads", type=int, default=12_000,
+                   help="stop ramping a threaded server before it has this many threads (pid_max guard)")
+    p.add_argument("--users", type=int, default=100, help="viewer accounts the clients are spread over")
+    p.add_argument("--worker-concurrency", type=int, default=2)
+    p.add_argument("--gap", type=float, default=0.05, help="seconds between updates")
+    p.add_argument("--shutdown-grace", type=float, default=30.0)
+    p.add_argument("--no-bare", action="store_true")
+    p.add_argument("--json", default=str(LOG_DIR / "results.json"))
+    args = p.parse_args()
+    args.fanout = [int(x) for x in str(args.fanout).split(",") if x]
+    args.modes = [m for m in args.modes.split(",") if m]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    nofile = raise_nofile()
+    print(f"load average at start: {loadavg()}; RLIMIT_NOFILE {nofile}; cpus {os.cpu_count()}", flush=True)
+    env = setup_env(DB_NAME, REDIS_DB)
+    from app import create_app
+
+    app = create_app(SOCKETIO_WRITE_ONLY=True)
+    migrate(app)
+    editor_token, tokens = make_users(app, args.users)
+    bench = Bench(args, env, app, editor_token, tokens)
+    started = time.monotonic()
+    results = [bench.run_mode(mode) for mode in args.modes]
+    sizes = sorted({args.latency_clients, *args.fanout})
+    bare = None if args.no_bare else bench.run_bare(sizes)
+    total = time.monotonic() - started
+    text = table(results, bare, args)
+    print("\n" + text)
+    print(f"\ntotal {total:.0f} s; load average at end: {loadavg()}")
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    with open(args.json, "w") as f:
+        json.dump({"args": vars(args), "results": results, "bare": bare}, f, default=str)
+    print(f"raw figures: {args.json}; logs: {LOG_DIR}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""End to end: real web processes (eventlet, ``python wsgi.py``), a real Celery worker on the
+Redis broker, and python-socketio clients over the wire."""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+import socketio as sio_client
+from flask_jwt_extended import create_access_token
+
+from tests.processes import celery_worker, web_server
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def worker(_schema):
+    with celery_worker(concurrency=2) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def server(_schema):
+    with web_server(async_mode="eventlet") as s:
+        yield s
+
+
+class Client:
+    """A python-socketio client that records every event it receives, per namespace."""
+
+    def __init__(self, url: str, token: str, namespaces: list[str], **auth):
+        self.events: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        self.sio = sio_client.Client(reconnection=False)
+        for ns in namespaces:
+            self.sio.on("*", self._catch_all(ns), namespace=ns)
+        self.sio.connect(url, namespaces=namespaces, auth={"token": token, **auth},
+                         transports=["websocket"], wait_timeout=10)
+
+    def _catch_all(self, ns):
+        def handler(event, data):
+            self.events.put((ns, event, data))
+        return handler
+
+    def wait(self, name: str, *, count: int = 1, timeout: float = 15.0, where=None) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        got = [e for e in self.seen if e["event"] == name and (where is None or where(e))]
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"waited for {count} {name}, got {len(got)}: "
+                                     f"{[e['event'] for e in self.seen]}")
+            try:
+                _ns, event, data = self.events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.seen.append(data)
+            if event == name and (where is None or where(data)):
+                got.append(data)
+        return got
+
+    def call(self, event: str, data: dict, namespace: str):
+        return self.sio.call(event, data, namespace=namespace, timeout=10)
+
+    def close(self):
+        self.sio.disconnect()
+
+
+def _refused(url: str, namespace: str, auth) -> bool:
+    client = sio_client.Client(reconnection=False)
+    try:
+        client.connect(url, namespaces=[namespace], auth=auth, transports=["websocket"],
+                       wait_timeout=5)
+    except sio_client.exceptions.ConnectionError:
+        return True
+    client.disconnect()
+    return False
+
+
+def test_connect_refused_without_token_expired_token_and_viewer_on_admin(app, server, viewer):
+    assert _refused(server.url, "/feed", None)
+    with app.app_context():
+        expired = create_access_token(identity=viewer.id, expires_delta=timedelta(seconds=-1))
+    assert _refused(server.url, "/feed", {"token": expired})
+    assert _refused(server.url, "/admin", {"token": viewer.token})
+    assert not _refused(server.url, "/feed", {"token": viewer.token})
+
+
+def test_viewers_and_rest_update_reach_the_room(app, server, worker, editor, viewer):
+    ep = requests.post(f"{server.url}/api/v1/episodes", headers=editor.headers,
+                       json={"title": "Live", "episode_number": 1}, timeout=10).json()
+    a = Client(server.url, editor.token, ["/episodes"])
+    b = Client(server.url, viewer.token, ["/episodes"])
+    try:
+        assert a.call("join", {"episode_id": ep["id"]}, "/episodes")["ok"]
+        ack = b.call("join", {"episode_id": ep["id"]}, "/episodes")
+        assert {v["id"] for v in ack["viewers"]} == {editor.id, viewer.id}
+        a.wait("viewer_joined", where=lambda e: e["data"]["user"]["id"] == viewer.id)
+        b.wait("viewer_joined", where=lambda e: e["data"]["user"]["id"] == viewer.id)
+        r = requests.patch(f"{server.url}/api/v1/episodes/{ep['id']}", headers=editor.headers,
+                           json={"title": "Live!", "season": 3}, timeout=10)
+        assert r.status_code == 200
+        for client in (a, b):
+            [update] = client.wait("episode_updated")
+            assert update["data"]["changed_fields"] == ["season", "title"]
+            assert update["data"]["changes"]["title"] == {"before": "Live", "after": "Live!"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_job_event_from_worker_process_reaches_client(app, server, worker, editor):
+    ep = requests.post(f"{server.url}/api/v1/episodes", headers=editor.headers,
+                       json={"title": "Jobs", "episode_number": 2}, timeout=10).json()
+    c = Client(server.url, editor.token, ["/jobs"])
+    try:
+        assert c.call("subscribe", {"episode_id": ep["id"]}, "/jobs")["ok"]
+        job = requests.post(f"{server.url}/api/v1/jobs", headers=editor.headers,
+                            json={"type": "noop", "episode_id": ep["id"]}, timeout=10).json()
+        [created] = c.wait("job_created")
+        assert created["data"]["job_id"] == job["id"] and created["data"]["type"] == "noop"
+        # Delivered (and emitted) by the worker process, not the web process.
+        assert "workers.events.deliver" in worker.output()
+    finally:
+        c.close()
+
+
+def test_two_web_processes_share_one_redis(app, server, worker, admin, viewer):
+    with web_server(async_mode="eventlet") as other:
+        a = Client(server.url, viewer.token, ["/feed"])
+        b = Client(other.url, viewer.token, ["/feed"])
+        try:
+            r = requests.post(f"{other.url}/api/v1/realtime/broadcast", headers=admin.headers,
+                              json={"namespace": "/feed", "event": "announcement",
+                                    "data": {"text": "hello"}}, timeout=10)
+            assert r.status_code == 202
+            for client in (a, b):
+                [msg] = client.wait("announcement")
+                assert msg["data"] == {"text": "hello"} and msg["id"] == r.json()["id"]
+            stats = requests.get(f"{server.url}/api/v1/realtime/stats", headers=admin.headers,
+                                 timeout=10).json()
+            assert stats["connections_by_namespace"]["/feed"] == 2  # across both processes
+        finally:
+            a.close()
+            b.close()
+
+
+def test_reconnect_with_last_event_id_replays_missed_events(app, server, worker, editor, viewer):
+    ep = requests.post(f"{server.url}/api/v1/episodes", headers=editor.headers,
+                       json={"title": "R0", "episode_number": 3}, timeout=10).json()
+    c = Client(server.url, viewer.token, ["/episodes"])
+    c.call("join", {"episode_id": ep["id"]}, "/episodes")
+    requests.patch(f"{server.url}/api/v1/episodes/{ep['id']}", headers=editor.headers,
+                   json={"title": "R1"}, timeout=10)
+    [seen] = c.wait("episode_updated")
+    c.close()
+    for title in ("R2", "R3"):
+        requests.patch(f"{server.url}/api/v1/episodes/{ep['id']}", headers=editor.headers,
+                       json={"title": title}, timeout=10)
+    # Let the worker deliver them while the client is away.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        hist = requests.get(f"{server.url}/api/v1/activity/episode/{ep['id']}",
+                            headers=editor.headers, timeout=10).json()["items"]
+        if len(hist) >= 4:
+            break
+        time.sleep(0.1)
+    again = Client(server.url, viewer.token, ["/episodes"], last_event_id=seen["id"])
+    try:
+        missed = again.wait("episode_updated", count=2)
+        assert [m["data"]["title"] for m in missed] == ["R2", "R3"]
+        assert seen["id"] < missed[0]["id"] < missed[1]["id"]
+        again.call("join", {"episode_id": ep["id"]}, "/episodes")
+        requests.patch(f"{server.url}/api/v1/episodes/{ep['id']}", headers=editor.headers,
+                       json={"title": "R4"}, timeout=10)
+        live = again.wait("episode_updated", count=3)
+        assert [m["data"]["title"] for m in live] == ["R2", "R3", "R4"]
+    finally:
+        again.close()
+
+
+def test_dead_connection_leads_to_viewer_left_after_stale_sweep(app, server, worker, editor, viewer):
+    ep = requests.post(f"{server.url}/api/v1/episodes", headers=editor.headers,
+                       json={"title": "Stale", "episode_number": 4}, timeout=10).json()
+    watcher = Client(server.url, editor.token, ["/episodes"])
+    try:
+        watcher.call("join", {"episode_id": ep["id"]}, "/episodes")
+        with web_server(async_mode="eventlet") as doomed:
+            ghost = Client(doomed.url, viewer.token, ["/episodes"])
+            ghost.call("join", {"episode_id": ep["id"]}, "/episodes")
+            watcher.wait("viewer_joined", where=lambda e: e["data"]["user"]["id"] == viewer.id)
+            # The ghost's process dies without a clean disconnect of anything.
+            os.killpg(doomed.proc.pid, signal.SIGKILL)
+            doomed.proc.wait(10)
+        viewers = requests.get(f"{server.url}/api/v1/presence/episode/{ep['id']}/viewers",
+                               headers=editor.headers, timeout=10).json()["items"]
+        assert viewer.id in {v["id"] for v in viewers}  # still listed: nobody said goodbye
+        time.sleep(1.2)
+        from app.services import presence
+
+        app.extensions["celery"].conf.task_always_eager = False  # deliver in the real worker
+        with app.app_context():
+            assert presence.sweep_stale(1)  # what the beat task runs, with a 1 s threshold
+        [left] = watcher.wait("viewer_left", where=lambda e: e["data"]["user"]["id"] == viewer.id)
+        assert left["data"]["episode_id"] == ep["id"]
+        viewers = requests.get(f"{server.url}/api/v1/presence/episode/{ep['id']}/viewers",
+                               headers=editor.headers, timeout=10).json()["items"]
+        assert viewer.id not in {v["id"] for v in viewers}
+    finally:
+        watcher.close()
+
+
+def test_graceful_shutdown_disconnects_clients_and_marks_them_offline(app, worker, viewer):
+    from app.extensions import db
+    from app.models import UserPresence
+
+    with web_server(async_mode="eventlet") as doomed:
+        c = Client(doomed.url, viewer.token, ["/feed"])
+        disconnected = []
+        c.sio.on("disconnect", lambda *a: disconnected.append(True), namespace="/feed")
+        with app.app_context():
+            assert db.session.get(UserPresence, viewer.id).status == "online"
+        os.killpg(doomed.proc.pid, signal.SIGTERM)
+        doomed.proc.wait(15)
+        deadline = time.monotonic() + 10
+        while not disconnected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert disconnected
+    with app.app_context():
+        db.session.expire_all()
+        assert db.session.get(UserPresence, viewer.id).status == "offline"
