@@ -90,6 +90,8 @@ class Config:
     NOTIFICATION_DIGEST_MAX_ITEMS = _int("NOTIFICATION_DIGEST_MAX_ITEMS", 50)
     # A fan-out larger than this is pushed in batches of this size, one task each.
     NOTIFICATION_DISPATCH_BATCH = _int("NOTIFICATION_DISPATCH_BATCH", 1000)
+    # The unread badge is exact up to this many (then "capped": the UI shows "1000+").
+    NOTIFICATION_UNREAD_COUNT_CAP = _int("NOTIFICATION_UNREAD_COUNT_CAP", 1000)
     # Rows no push reached after this long are pushed by the beat sweep.
     NOTIFICATION_PUSH_GRACE_SECONDS = _int("NOTIFICATION_PUSH_GRACE_SECONDS", 60)
 

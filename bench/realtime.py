@@ -58,7 +58,7 @@ from _common import ROOT, migrate, pct, setup_env, start_worker, stop, wait_for_
 NS = "/episodes"
 DB_NAME = "ec_bench_realtime"
 REDIS_DB = 10
-LOG_DIR = Path("/tmp/bench-realtime")
+LOG_DIR = Path("/tmp/bench-realtime") / time.strftime("%Y%m%d-%H%M%S")
 
 BARE_SERVER = r'''
 import eventlet
@@ -233,7 +233,7 @@ class Load:
                 try:
                     await asyncio.wait_for(
                         sio.connect(url, namespaces=[NS], auth=auth, transports=["websocket"],
-                                    wait_timeout=30), 40)
+                                    wait_timeout=15), 25)
                 except Exception as exc:  # noqa: BLE001 - counted by kind
                     errors[short_error(exc, probe.refusal)] += 1
                     with suppress(Exception):
@@ -370,6 +370,7 @@ class Bench:
         self.server = None
         self.server_threads_base = 0
         self.offset = 0
+        self.bare_pid = None
         self.payload = None  # one real episode_updated envelope, for the bare server
 
     # ---- clients
@@ -439,6 +440,9 @@ class Bench:
         """n events one after the other: REST→measuring clients, REST→first, REST→last."""
         samples, lasts, spreads, firsts, rest, missing = [], [], [], [], [], 0
         payload = None
+        pids = {"server": [self.server.pid] if self.server is not None else [self.bare_pid],
+                "loads": [p.pid for p in self.loads.procs]}
+        cpu0 = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
         per_load = max(1, -(-self.args.measure // len(self.loads.conns)))
         for k in range(n):
             marker = f"{tag}-{k}-{time.monotonic_ns()}"
@@ -459,7 +463,8 @@ class Bench:
                 lasts.append((max(ls) - t0) * 1000)
                 spreads.append((max(ls) - min(fs)) * 1000)
             time.sleep(self.args.gap)
-        return {"n": n, "room": expect, "samples": samples, "first": firsts, "last": lasts,
+        cpu = {k: (sum(cpu_seconds(p) for p in v) - cpu0[k]) * 1000 / n for k, v in pids.items()}
+        return {"n": n, "room": expect, "samples": samples, "first": firsts, "last": lasts, "cpu_ms": cpu,
                 "spread": spreads, "rest": rest, "missing": missing, "payload": payload}
 
     # ---- our server
@@ -670,7 +675,8 @@ class Bench:
                 stop(worker)
             alive = 0
             with suppress(Exception):
-                alive = self.loads.stats()["alive"]
+                stats = self.loads.stats()
+                alive, r["dropped"] = stats["alive"], stats["clients"] - stats["alive"]
             r["shutdown"] = self.stop_server(alive)
             print(f"  shutdown with {alive} connected: {r['shutdown']}", flush=True)
             self.loads.close()
@@ -721,6 +727,7 @@ class Bench:
         out = open(log, "wb")
         proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+        self.bare_pid = proc.pid
         self.url = f"http://127.0.0.1:{port}"
         self.server, self.server_threads_base, self.offset = None, 0, 0
         print(f"\n=== bare python-socketio server on :{port} (load {loadavg()})", flush=True)
@@ -790,11 +797,21 @@ def table(results: list[dict], bare: dict | None, args) -> str:
     def biggest(r: dict) -> dict:
         return max(r["rss_steps"], key=lambda s: s["to"] - s["from"])
 
+    def fan(r: dict, size: int) -> dict:
+        res = r["fanout"][size]
+        if res.get("error"):
+            raise ValueError("n/a (not enough connections)")
+        if res["room"] < 0.9 * size:
+            raise ValueError(f"invalid: room fell to {res['room']}")
+        return res
+
     def add(label: str, fn, target: str = "") -> None:
         cells = []
         for r in results:
             try:
                 cells.append(fn(r))
+            except ValueError as exc:
+                cells.append(str(exc))
             except Exception:  # noqa: BLE001 - a step the mode could not do
                 cells.append("n/a" if "fatal" not in r else "failed")
         rows.append((label, cells, target))
@@ -809,18 +826,21 @@ def table(results: list[dict], bare: dict | None, args) -> str:
         lambda r: f"{r['join_steps'][-1]['rate']:.0f}; {r['join_steps'][-1]['cpu_ms']:.1f}")
     lc = args.latency_clients
     add(f"REST→episode_updated p50/p99 ms ({lc} in room, {args.measure} measuring clients)",
-        lambda r: fmt_pp(r["latency"]["samples"]) + f" (n={len(r['latency']['samples'])})", "p99 < 100")
+        lambda r: fmt_pp(fan(r, lc)["samples"]) + f" (n={len(r['latency']['samples'])})", "p99 < 100")
+    add("REST→first client of the room p50/p99 ms", lambda r: fmt_pp(fan(r, lc)["first"]))
     add("PATCH response p50/p99 ms", lambda r: fmt_pp(r["latency"]["rest"]))
     for size in sorted(set(args.fanout)):
         add(f"fan-out {size}: REST→last client p50/max ms",
-            lambda r, s=size: f"{med(r['fanout'][s]['last']):.0f}/{max(r['fanout'][s]['last']):.0f}")
+            lambda r, s=size: f"{med(fan(r, s)['last']):.0f}/{max(fan(r, s)['last']):.0f}")
         add(f"fan-out {size}: first→last client p50 ms",
-            lambda r, s=size: f"{med(r['fanout'][s]['spread']):.0f}")
+            lambda r, s=size: f"{med(fan(r, s)['spread']):.0f}")
         if bare and bare["fanout"].get(size, {}).get("last"):
             b = bare["fanout"][size]
             add(f"fan-out {size}: ratio to bare (REST→last / POST→last)",
-                lambda r, s=size, b=b: f"{med(r['fanout'][s]['last']) / med(b['last']):.1f}×")
-        add(f"fan-out {size}: events missing", lambda r, s=size: str(r["fanout"][s]["missing"]))
+                lambda r, s=size, b=b: f"{med(fan(r, s)['last']) / med(b['last']):.1f}×")
+        add(f"fan-out {size}: CPU ms per event, server / load procs",
+            lambda r, s=size: "{server:.0f} / {loads:.0f}".format(**fan(r, s)["cpu_ms"]))
+        add(f"fan-out {size}: events missing", lambda r, s=size: str(fan(r, s)["missing"]))
     add("RSS per idle connection KB (largest step)",
         lambda r: f"{biggest(r)['kb_per_conn']:.1f} ({biggest(r)['from']}→{biggest(r)['to']})", "< 50")
     add("server threads / fds per connection",
@@ -830,6 +850,7 @@ def table(results: list[dict], bare: dict | None, args) -> str:
     add("RSS MB / threads / fds at max",
         lambda r: f"{r['max']['rss_kb'] / 1024:.0f} / {r['max']['threads']} / {r['max']['fds']}")
     add("GET /health at max: status, ms", lambda r: f"{r['max']['health']}, {r['max']['health_ms']:.0f}")
+    add("connections dropped by the server during the run", lambda r: str(r["dropped"]))
     add("shutdown (SIGTERM)", lambda r: r["shutdown"])
     add("listen-queue overflows (kernel, machine-wide)", lambda r: str(r["listen_drops"]["ListenOverflows"]))
     add("mode wall time s", lambda r: f"{r['seconds']:.0f}")
@@ -849,7 +870,9 @@ def table(results: list[dict], bare: dict | None, args) -> str:
             if b.get("last"):
                 lines.append(f"  room {size}: POST→event {fmt_pp(b['samples'])} ms at measuring clients; "
                              f"POST→last p50 {med(b['last']):.0f} max {max(b['last']):.0f} ms; "
-                             f"first→last p50 {med(b['spread']):.0f} ms; missing {b['missing']}")
+                             f"first→last p50 {med(b['spread']):.0f} ms; missing {b['missing']}; "
+                             "CPU ms per event server {server:.0f} / load procs {loads:.0f}"
+                             .format(**b["cpu_ms"]))
         if bare.get("fatal"):
             lines.append(f"  bare stopped: {bare['fatal']}")
     for r in results:
@@ -909,17 +932,30 @@ def parse_args():
     p.add_argument("--users", type=int, default=100, help="viewer accounts the clients are spread over")
     p.add_argument("--worker-concurrency", type=int, default=2)
     p.add_argument("--gap", type=float, default=0.05, help="seconds between updates")
-    p.add_argument("--shutdown-grace", type=float, default=30.0)
+    p.add_argument("--shutdown-grace", type=float, default=15.0)
     p.add_argument("--no-bare", action="store_true")
     p.add_argument("--json", default=str(LOG_DIR / "results.json"))
+    p.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's results.json")
     args = p.parse_args()
     args.fanout = [int(x) for x in str(args.fanout).split(",") if x]
     args.modes = [m for m in args.modes.split(",") if m]
     return args
 
 
+def reprint(path: str) -> None:
+    with open(path) as f:
+        saved = json.load(f)
+    args = argparse.Namespace(**saved["args"])
+    for r in [*saved["results"], *([saved["bare"]] if saved["bare"] else [])]:
+        r["fanout"] = {int(k): v for k, v in r.get("fanout", {}).items()}
+    print(table(saved["results"], saved["bare"], args))
+
+
 def main() -> None:
     args = parse_args()
+    if args.report:
+        reprint(args.report)
+        return
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     nofile = raise_nofile()
     print(f"load average at start: {loadavg()}; RLIMIT_NOFILE {nofile}; cpus {os.cpu_count()}", flush=True)
@@ -931,9 +967,14 @@ def main() -> None:
     editor_token, tokens = make_users(app, args.users)
     bench = Bench(args, env, app, editor_token, tokens)
     started = time.monotonic()
-    results = [bench.run_mode(mode) for mode in args.modes]
     sizes = sorted({args.latency_clients, *args.fanout})
-    bare = None if args.no_bare else bench.run_bare(sizes)
+    results, bare = [], None
+    for i, mode in enumerate(args.modes):
+        results.append(bench.run_mode(mode))
+        if i == 0 and not args.no_bare:  # next to the first (default) mode, with its envelope
+            bare = bench.run_bare(sizes)
+    if bare is None and not args.no_bare:
+        bare = bench.run_bare(sizes)
     total = time.monotonic() - started
     text = table(results, bare, args)
     print("\n" + text)

@@ -48,3 +48,10 @@ def test_health_503_when_database_down(_schema):
     r = app.test_client().get("/api/v1/health")
     assert r.status_code == 503
     assert r.json["database"] == "unavailable"
+
+
+def test_huge_ids_are_404_not_500(client, viewer):
+    for path in ("/api/v1/episodes/99999999999", "/api/v1/jobs/99999999999",
+                 "/api/v1/files/99999999999", "/api/v1/presence/users/99999999999"):
+        r = client.get(path, headers=viewer.headers)
+        assert r.status_code == 404, path

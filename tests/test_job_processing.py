@@ -245,7 +245,7 @@ def test_cancelling_a_running_job_stops_it_at_the_next_checkpoint(app, client, e
     assert outcome["value"] == "cancelled"
     final = get(client, editor, job["id"])
     assert final["status"] == "cancelled" and 0 < final["progress"] < 100
-    assert stopped_within < 1.0  # one 100 ms step, not the remaining seconds
+    assert stopped_within < 1.5  # one 100 ms step, not the remaining seconds
     assert names(app, job["id"])[-1] == "job_cancelled"
     assert "job_completed" not in names(app, job["id"])
 

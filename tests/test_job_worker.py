@@ -189,7 +189,7 @@ def test_cancelling_a_running_job_stops_it_within_one_checkpoint(live, client, e
                          != "running" and s, every=0.02)
         took = time.monotonic() - asked
     assert final["status"] == "cancelled" and final["progress"] < 100
-    assert took < 1.0, took  # a checkpoint every 200 ms
+    assert took < 2.0, took  # a checkpoint every 200 ms; finishing would take ~20 s
     names = [n for _, n, _ in job_event_rows(live, job["id"])]
     assert names[-1] == "job_cancelled" and "job_completed" not in names
 

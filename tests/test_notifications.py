@@ -93,6 +93,10 @@ def send(client, admin, **body):
     return r.json
 
 
+def badge(client, headers) -> dict:
+    return client.get(f"{API}/notifications/unread-count", headers=headers).json
+
+
 def set_prefs(client, user, **prefs):
     r = client.put(f"{API}/notifications/preferences", headers=user.headers, json=prefs)
     assert r.status_code == 200, r.json
@@ -230,7 +234,7 @@ def test_a_muted_type_is_not_delivered(app, client, factory, editor, episode):
     client.post(f"{API}/episodes/{episode['id']}/publish", headers=admin.headers)
     assert rows(app, Notification.user_id == editor.id) == []
     assert feed.events("notification") == []
-    assert client.get(f"{API}/notifications/unread-count", headers=editor.headers).json == {"count": 0}
+    assert badge(client, editor.headers) == {"count": 0, "capped": False}
 
 
 def test_quiet_hours_store_without_pushing_and_the_digest_lists_it(app, client, smtp, admin, editor):
@@ -354,7 +358,7 @@ def test_list_filters_pagination_count_and_stats(app, client, admin, editor):
     assert r.status_code == 200 and r.json["read"] is True and r.json["read_at"]
     unread = client.get(f"{API}/notifications?unread=true", headers=h).json["items"]
     assert [n["title"] for n in unread] == ["normal 2", "normal 1", "normal 0"]
-    assert client.get(f"{API}/notifications/unread-count", headers=h).json == {"count": 3}
+    assert badge(client, h) == {"count": 3, "capped": False}
     stats = client.get(f"{API}/notifications/stats", headers=h).json
     assert stats["total"] == 4 and stats["unread"] == 3
     assert stats["by_type"] == {"episode:updated": {"total": 3, "unread": 3},
@@ -380,21 +384,22 @@ def test_mark_all_read_updates_the_count_and_tells_every_tab(app, client, admin,
         send(client, admin, user_ids=[editor.id], title=f"n{n}")
     send(client, admin, user_ids=[admin.id], title="not editor's")
     h = editor.headers
-    assert client.get(f"{API}/notifications/unread-count", headers=h).json == {"count": 3}
+    assert badge(client, h) == {"count": 3, "capped": False}
     tab_one, tab_two = Inbox(app, client, editor), Inbox(app, client, editor)
     first = client.get(f"{API}/notifications", headers=h).json["items"][-1]["id"]
     client.post(f"{API}/notifications/{first}/read", headers=h)
     [one] = tab_one.events("notification_read", count=1)
     assert one["event"] == "notification_read"
-    assert one["data"] == {"ids": [first], "unread_count": 2}
+    assert one["data"] == {"ids": [first], "unread_count": 2, "unread_capped": False}
     r = client.post(f"{API}/notifications/read-all", headers=h)
-    assert r.status_code == 200 and r.json == {"updated": 2, "unread_count": 0}
-    assert client.get(f"{API}/notifications/unread-count", headers=h).json == {"count": 0}
+    assert r.status_code == 200
+    assert r.json == {"updated": 2, "unread_count": 0, "unread_capped": False}
+    assert badge(client, h) == {"count": 0, "capped": False}
     for tab in (tab_one, tab_two):
         reads = tab.events("notification_read", count=2)
-        assert reads[-1]["data"] == {"all": True, "unread_count": 0}
+        assert reads[-1]["data"] == {"all": True, "unread_count": 0, "unread_capped": False}
     # The admin's own notification is untouched.
-    assert client.get(f"{API}/notifications/unread-count", headers=admin.headers).json == {"count": 1}
+    assert badge(client, admin.headers) == {"count": 1, "capped": False}
     # Nothing left unread: no statement changes anything, nothing is emitted.
     assert client.post(f"{API}/notifications/read-all", headers=h).json["updated"] == 0
     assert len(tab_one.events("notification_read")) == 2
@@ -409,10 +414,11 @@ def test_users_only_ever_reach_their_own_notifications(app, client, admin, edito
         r = getattr(client, method)(API + path, headers=viewer.headers)
         assert r.status_code == 404 and r.json["error"]["code"] == "not_found"
     assert client.get(f"{API}/notifications", headers=viewer.headers).json["items"] == []
-    assert client.get(f"{API}/notifications/unread-count", headers=viewer.headers).json == {"count": 0}
+    assert badge(client, viewer.headers) == {"count": 0, "capped": False}
     assert client.post(f"{API}/notifications/read-all", headers=viewer.headers).json["updated"] == 0
     assert rows(app, Notification.id == theirs.id)[0].read_at is None  # still unread
     assert client.get(f"{API}/notifications/99999", headers=viewer.headers).status_code == 404
+    assert client.get(f"{API}/notifications/{2**70}", headers=viewer.headers).status_code == 404
     assert client.get(f"{API}/notifications").status_code == 401
 
 
@@ -442,6 +448,8 @@ def test_admin_sends_to_ids_a_role_or_everyone(app, client, factory, admin, edit
     ({"title": "x", "role": "viewer", "all": True}, {"user_ids", "role", "all"}),
     ({"title": "x", "user_ids": []}, {"user_ids"}),
     ({"title": "x", "user_ids": [424242]}, {"user_ids"}),
+    ({"title": "x", "user_ids": [2**40]}, {"user_ids"}),
+    ({"title": "x", "user_ids": [True]}, {"user_ids"}),
     ({"title": "x", "role": "king"}, {"role"}),
     ({"all": True}, {"title"}),
     ({"all": True, "title": "x", "priority": "urgent"}, {"priority"}),
@@ -474,7 +482,7 @@ def test_a_scheduled_notification_arrives_at_deliver_at_not_before(app, client, 
     with app.app_context():
         assert service.deliver_due() == 0
     assert client.get(f"{API}/notifications", headers=h).json["items"] == []
-    assert client.get(f"{API}/notifications/unread-count", headers=h).json == {"count": 0}
+    assert badge(client, h) == {"count": 0, "capped": False}
     assert client.get(f"{API}/notifications/{row.id}", headers=h).status_code == 404
     assert feed.events("notification") == []
     # At deliver_at the beat task pushes it.
@@ -484,7 +492,7 @@ def test_a_scheduled_notification_arrives_at_deliver_at_not_before(app, client, 
     deliver_scheduled.apply()
     pushed = feed.events("notification", count=1)
     assert [e["data"]["title"] for e in pushed] == ["Later"]
-    assert client.get(f"{API}/notifications/unread-count", headers=h).json == {"count": 1}
+    assert badge(client, h) == {"count": 1, "capped": False}
     with app.app_context():
         assert service.deliver_due() == 0  # delivered once
     assert len(feed.events("notification")) == 1
@@ -502,7 +510,7 @@ def test_expired_notifications_are_hidden_then_swept_in_batches(app, client, adm
         db.session.commit()
     listed = client.get(f"{API}/notifications", headers=editor.headers).json["items"]
     assert [n["title"] for n in listed] == ["keep"]  # expired ones are not listed
-    assert client.get(f"{API}/notifications/unread-count", headers=editor.headers).json == {"count": 1}
+    assert badge(client, editor.headers) == {"count": 1, "capped": False}
     with app.app_context():
         assert service.delete_expired(batch=2) == 5
     assert [n.title for n in rows(app)] == ["keep"]
@@ -648,3 +656,69 @@ def test_the_sweep_pushes_what_no_delivery_pushed(app, client, admin, editor):
         later = utcnow() + timedelta(seconds=app.config["NOTIFICATION_PUSH_GRACE_SECONDS"] + 1)
         assert service.deliver_due(now=later) == 1
     assert [e["data"]["title"] for e in feed.events("notification", count=1)] == ["Missed"]
+
+
+def test_the_badge_is_exact_up_to_its_cap(app, client, admin, editor):
+    for n in range(3):
+        send(client, admin, user_ids=[editor.id], title=f"n{n}")
+    app.config["NOTIFICATION_UNREAD_COUNT_CAP"] = 3
+    assert badge(client, editor.headers) == {"count": 3, "capped": False}
+    app.config["NOTIFICATION_UNREAD_COUNT_CAP"] = 2
+    assert badge(client, editor.headers) == {"count": 2, "capped": True}
+    assert client.get(f"{API}/notifications/stats", headers=editor.headers).json["unread"] == 3
+
+
+def test_deleting_an_unread_notification_updates_every_tab(app, client, admin, editor):
+    send(client, admin, user_ids=[editor.id], title="gone")
+    [row] = rows(app)
+    tab = Inbox(app, client, editor)
+    assert client.delete(f"{API}/notifications/{row.id}", headers=editor.headers).status_code == 204
+    [event] = tab.events("notification_read", count=1)
+    assert event["data"] == {"ids": [row.id], "deleted": True, "unread_count": 0,
+                             "unread_capped": False}
+
+
+def test_tasks_are_registered_and_scheduled(app):
+    from app.tasks import BEAT_SCHEDULE
+
+    celery = app.extensions["celery"]
+    assert "workers.notifications" in celery.conf.include
+    scheduled = {entry["task"] for entry in BEAT_SCHEDULE.values()}
+    for name in ("deliver_scheduled", "send_digests", "delete_expired", "delete_old_read"):
+        assert f"workers.notifications.{name}" in scheduled
+        assert f"workers.notifications.{name}" in celery.tasks
+
+
+def test_the_digest_task_mails_through_the_smtp_server(app, client, smtp, admin, editor):
+    from workers.notifications import send_digests
+
+    set_prefs(client, editor, quiet_hours=quiet_now("Asia/Tokyo"), timezone="Asia/Tokyo",
+              digest_frequency="weekly")
+    send(client, admin, user_ids=[editor.id], title="While you slept", type="episode:updated")
+    send_digests.apply()
+    [message] = smtp.wait(1)
+    assert message["To"] == editor.email and "While you slept" in message.get_payload()
+
+
+def test_a_read_notification_is_left_out_of_the_digest(app, client, smtp, admin, editor):
+    set_prefs(client, editor, quiet_hours=quiet_now("UTC"), digest_frequency="hourly")
+    send(client, admin, user_ids=[editor.id], title="Seen already")
+    [row] = rows(app)
+    client.post(f"{API}/notifications/{row.id}/read", headers=editor.headers)
+    with app.app_context():
+        assert service.send_digests() == 0
+    assert not rows(app)[0].digest_pending  # cleared all the same
+    assert smtp.messages == []
+    with app.app_context():  # no digest went out, so the period has not started
+        assert db.session.scalar(select(NotificationPreference.last_digest_at)) is None
+
+
+def test_smtp_down_keeps_the_digest_for_next_time(app, client, admin, editor):
+    app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port())  # nothing listens there
+    set_prefs(client, editor, quiet_hours=quiet_now("UTC"), digest_frequency="hourly")
+    send(client, admin, user_ids=[editor.id], title="Keep me", type="episode:updated")
+    with app.app_context():
+        with pytest.raises(OSError):
+            service.send_digests()
+        assert db.session.scalar(select(NotificationPreference.last_digest_at)) is None
+    assert rows(app)[0].digest_pending  # still waiting for the next digest

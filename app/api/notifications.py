@@ -67,7 +67,7 @@ def _check_data_size(value: dict) -> None:
 
 
 class SendSchema(StrictSchema):
-    user_ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1)),
+    user_ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=service.MAX_ID)),
                            validate=validate.Length(min=1, max=10_000))
     role = fields.String(validate=validate.OneOf(ROLES))
     all_users = fields.Boolean(data_key="all", load_default=False)
@@ -101,8 +101,8 @@ def list_notifications(args):
 @blp.route("/notifications/unread-count")
 @jwt_required()
 def unread_count():
-    """The badge: how many of the caller's notifications are unread."""
-    return jsonify({"count": service.unread_count(current_user.id)})
+    """The badge: ``{"count", "capped"}``; exact up to NOTIFICATION_UNREAD_COUNT_CAP."""
+    return jsonify(service.unread_badge(current_user.id))
 
 
 @blp.route("/notifications/stats")

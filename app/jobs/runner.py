@@ -37,8 +37,8 @@ class Checkpoint:
     once per interval, and a heartbeat write when a long quiet stretch could make the
     stale-job sweep think the worker died.
 
-    Whatever the throttle held back (100% included) is sent by the completion, in the same
-    commit as ``job_completed``: no progress is lost, and a short job costs one commit less.
+    If the throttle held back the final 100%, the completion sends it in the same commit as
+    ``job_completed``: clients always see the end, and a short job costs one commit less.
     """
 
     def __init__(self, attempt: Attempt, *, interval: float, heartbeat: float) -> None:

@@ -19,6 +19,9 @@ class Notification(TimestampMixin, db.Model):
         UniqueConstraint("user_id", "event_id", name="uq_notifications_user_event"),
         Index("ix_notifications_user_read", "user_id", "read_at"),
         Index("ix_notifications_user_created", "user_id", "created_at"),
+        # The inbox: a user's newest first by id (cursor pagination); without it the first
+        # page of a large inbox walks the primary key past every other user's newer rows.
+        Index("ix_notifications_user_id_id", "user_id", "id"),
         Index("ix_notifications_created_at", "created_at"),
         Index("ix_notifications_expires_at", "expires_at"),
         Index("ix_notifications_priority", "priority"),

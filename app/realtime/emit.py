@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from socketio import RedisManager
+
 from app.extensions import socketio
 from app.models import DomainEvent, User, isoformat, utcnow
 
@@ -48,10 +50,45 @@ def envelope(name: str, data: dict, *, event_id: int | None, actor: dict | None,
 
 def emit_to(routes: Iterable[Route], name: str, payload: dict) -> None:
     """Emit one envelope to each (namespace, room); never to a whole namespace."""
-    for namespace, room in routes:
+    emit_many((route, name, payload) for route in routes)
+
+
+def emit_many(messages: Iterable[tuple[Route, str, dict]]) -> int:
+    """Emit many (route, event, envelope) messages; with Redis, in one pipelined round trip.
+
+    python-socketio's ``RedisManager`` publishes each emit with its own round trip and, when
+    Redis is down, only logs ("giving up"). Here the messages are built exactly as its
+    ``PubSubManager.emit`` builds them (socketio pinned in requirements.txt), handed to this
+    process's own clients, and published to the other processes in one pipeline, whose
+    failure raises: the delivery then fails and is retried (at-least-once), instead of an
+    emit being lost silently.
+    """
+    manager = socketio.server.manager
+    batch = []
+    for (namespace, room), name, payload in messages:
         if not room:
             raise ValueError("emits always name a room")
-        socketio.emit(name, payload, namespace=namespace, to=room)
+        batch.append((namespace, room, name, payload))
+    if not isinstance(manager, RedisManager):
+        for namespace, room, name, payload in batch:
+            socketio.emit(name, payload, namespace=namespace, to=room)
+        return len(batch)
+    published = []
+    for namespace, room, name, payload in batch:
+        message = {"method": "emit", "event": name, "data": [payload], "binary": False,
+                   "namespace": namespace, "room": room, "skip_sid": None, "callback": None,
+                   "host_id": manager.host_id}
+        if manager.server is not None:
+            manager._handle_emit(message)  # this process's own clients
+        published.append(manager.json.dumps(message))
+    if published:
+        if getattr(manager, "redis", None) is None or not getattr(manager, "connected", False):
+            manager._redis_connect()
+        pipe = manager.redis.pipeline(transaction=False)
+        for data in published:
+            pipe.publish(manager.channel, data)
+        pipe.execute()
+    return len(batch)
 
 
 def routes_for(event: DomainEvent) -> list[Route]:

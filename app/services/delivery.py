@@ -33,6 +33,7 @@ from app.extensions import db
 from app.models import DomainEvent, utcnow
 from app.realtime import emit
 from app.services import activity, notifications
+from app.services.batch import new_batch
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def _last_error() -> BaseException:
 
 def _deliver(events: list[DomainEvent]) -> list[int]:
     session = db.session()
+    new_batch()
     for _name, step in IN_TRANSACTION_STEPS:
         step(events)
     ids = [event.id for event in events]

@@ -44,6 +44,7 @@ def create_episode(actor: User, data: dict[str, Any]) -> Episode:
             "title": episode.title,
             "categories": episode.categories,
             "status": episode.status,
+            "description": episode.description,
             "created_by": actor.id,
         },
     )

@@ -59,10 +59,6 @@ def get_job(job_id: int) -> Job:
     return job
 
 
-def _ref(job: Job) -> JobRef:
-    return JobRef(job.id, job.episode_id, job.type, job.created_by)
-
-
 def _record(job: Job | JobRef, name: str, action: str, actor: User | None, **payload: Any) -> int:
     evt = events.record(
         name,

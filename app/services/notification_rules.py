@@ -27,6 +27,7 @@ from sqlalchemy import func, or_, select
 
 from app.extensions import db
 from app.models import DomainEvent, Episode, User
+from app.services.batch import batch_cache
 
 MAX_MENTIONS = 50
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9._-]{0,119})")
@@ -51,8 +52,12 @@ class Facts:
 
     @cached_property
     def admin_ids(self) -> list[int]:
-        return list(db.session.scalars(
-            select(User.id).where(User.role == "admin", User.is_active.is_(True))))
+        # Read once per delivery batch, not once per event.
+        cache = batch_cache()
+        if "admin_ids" not in cache:
+            cache["admin_ids"] = list(db.session.scalars(
+                select(User.id).where(User.role == "admin", User.is_active.is_(True))))
+        return cache["admin_ids"]
 
     @property
     def owner_id(self) -> int | None:
@@ -249,7 +254,10 @@ def mention_handles(text: str | None) -> set[str]:
 def new_mentions(facts: Facts) -> set[str]:
     """Handles in the description that were not there before this event."""
     if facts.event.name == "episode_created":
-        text = facts.episode.description if facts.episode is not None else None
+        if "description" in facts.payload:
+            text = facts.payload["description"]
+        else:  # events recorded before the payload carried it
+            text = facts.episode.description if facts.episode is not None else None
         return set(sorted(mention_handles(text))[:MAX_MENTIONS])
     change = facts.changes.get("description")
     if not change:
