@@ -14,9 +14,10 @@ def _async_mode() -> str:
 
 
 if __name__ == "__main__":
-    if _async_mode() in ("eventlet", "gevent"):
+    if _async_mode() == "eventlet":
         # psycopg waits in C unless told otherwise, which would stall the whole hub on
-        # every query; wait_select goes through the (patched, green) select module.
+        # every query; wait_select goes through eventlet's green select. (psycopg detects
+        # gevent by itself; gevent's select() cannot take fds >= 1024, so not there.)
         os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
     if _async_mode() == "eventlet":
         import eventlet

@@ -394,11 +394,12 @@ class Bench:
 
     def grow_to(self, target: int, *, auth: bool = True, budget: float = 600.0) -> dict:
         """Connect clients until ``target`` are alive (or an error, the budget, the thread guard)."""
-        lat, errors, reason = [], Counter(), None
+        lat, errors, reason, peak = [], Counter(), None, 0
         start = time.monotonic()
         step = self.args.step
         while True:
             alive = self.loads.stats()["alive"]
+            peak = max(peak, alive)
             if alive >= target:
                 break
             n = min(step, target - alive)
@@ -425,8 +426,9 @@ class Bench:
             if self.server is not None and self.server.poll() is not None:
                 reason = f"server exited with {self.server.returncode}"
                 break
-        return {"latencies": lat, "errors": dict(errors), "reason": reason,
-                "alive": self.loads.stats()["alive"], "seconds": time.monotonic() - start}
+        alive = self.loads.stats()["alive"]
+        return {"latencies": lat, "errors": dict(errors), "reason": reason, "alive": alive,
+                "peak": max(peak, alive), "seconds": time.monotonic() - start}
 
     def join_all(self, episode_id: int) -> dict:
         rs = self.loads.call("join", episode_id=episode_id, concurrency=self.args.concurrency)
@@ -659,7 +661,7 @@ class Bench:
             except requests.RequestException as exc:
                 health = short_error(exc)
             reason = grow["reason"] or f"reached --max-connections {args.max_connections}"
-            r["max"] = {"alive": alive, "reason": reason,
+            r["max"] = {"alive": alive, "peak": grow["peak"], "reason": reason,
                         "rss_kb": st["rss_kb"], "threads": st["threads"], "fds": st["fds"],
                         "errors": grow["errors"],
                         "health": health, "health_ms": (time.monotonic() - t) * 1000,
@@ -845,8 +847,8 @@ def table(results: list[dict], bare: dict | None, args) -> str:
         lambda r: f"{biggest(r)['kb_per_conn']:.1f} ({biggest(r)['from']}→{biggest(r)['to']})", "< 50")
     add("server threads / fds per connection",
         lambda r: f"{biggest(r)['threads_per_conn']:.2f} / {biggest(r)['fds_per_conn']:.2f}")
-    add(f"max concurrent connections (cap {args.max_connections})", lambda r: str(r["max"]["alive"]),
-        "10,000+")
+    add(f"max concurrent connections (cap {args.max_connections}): peak / alive at end",
+        lambda r: f"{r['max'].get('peak', '?')} / {r['max']['alive']}", "10,000+")
     add("RSS MB / threads / fds at max",
         lambda r: f"{r['max']['rss_kb'] / 1024:.0f} / {r['max']['threads']} / {r['max']['fds']}")
     add("GET /health at max: status, ms", lambda r: f"{r['max']['health']}, {r['max']['health_ms']:.0f}")

@@ -232,3 +232,23 @@ def test_realtime_stats_disconnect_and_broadcast(app, client, admin, viewer):
 def test_every_namespace_requires_a_token(app, client, namespace):
     sio = socketio.test_client(app, namespace=namespace, flask_test_client=client, auth={})
     assert not sio.is_connected(namespace)
+
+
+def test_forget_server_removes_all_its_sockets_in_one_go(app, client, editor, viewer, episode):
+    from app.realtime import connections
+    from app.services import presence
+
+    watcher = connect(app, client, editor, "/episodes")
+    watcher.emit("join", {"episode_id": episode["id"]}, namespace="/episodes", callback=True)
+    for _ in range(2):
+        tab = connect(app, client, viewer, "/episodes")
+        tab.emit("join", {"episode_id": episode["id"]}, namespace="/episodes", callback=True)
+    watcher.get_received("/episodes")
+    with app.app_context():
+        assert presence.forget_server(connections.SERVER_ID) == 3
+        assert db.session.query(PresenceSocket).count() == 0
+    left = wait_events(watcher, "/episodes", "viewer_left", count=3)
+    assert sorted(e["data"]["user"]["id"] for e in left) == sorted([editor.id, viewer.id, viewer.id])
+    for user in (editor, viewer):
+        assert client.get(f"/api/v1/presence/users/{user.id}",
+                          headers=editor.headers).json["status"] == "offline"

@@ -31,6 +31,7 @@ class Connection:
 
 _lock = threading.Lock()
 _connections: dict[str, Connection] = {}
+_sockets_per_client: dict[str, int] = {}  # eio sid → namespaces it has connected
 
 
 def add(sid: str, user_id: int, namespace: str, *, cap: int) -> Connection | None:
@@ -41,11 +42,11 @@ def add(sid: str, user_id: int, namespace: str, *, cap: int) -> Connection | Non
     """
     eio_sid = socketio.server.manager.eio_sid_from_sid(sid, namespace) or sid
     with _lock:
-        clients = {c.eio_sid for c in _connections.values()}
-        if eio_sid not in clients and len(clients) >= cap:
+        if eio_sid not in _sockets_per_client and len(_sockets_per_client) >= cap:
             return None
         conn = Connection(sid, user_id, namespace, eio_sid)
         _connections[sid] = conn
+        _sockets_per_client[eio_sid] = _sockets_per_client.get(eio_sid, 0) + 1
     return conn
 
 
@@ -53,16 +54,23 @@ def reset() -> None:
     """Forget every socket: a new Socket.IO server (``init_app``) starts with none."""
     with _lock:
         _connections.clear()
+        _sockets_per_client.clear()
 
 
 def client_count() -> int:
-    with _lock:
-        return len({c.eio_sid for c in _connections.values()})
+    return len(_sockets_per_client)
 
 
 def remove(sid: str) -> Connection | None:
     with _lock:
-        return _connections.pop(sid, None)
+        conn = _connections.pop(sid, None)
+        if conn is not None:
+            left = _sockets_per_client.get(conn.eio_sid, 1) - 1
+            if left > 0:
+                _sockets_per_client[conn.eio_sid] = left
+            else:
+                _sockets_per_client.pop(conn.eio_sid, None)
+        return conn
 
 
 def get(sid: str) -> Connection | None:

@@ -134,9 +134,13 @@ def event_envelope(event: DomainEvent, actor: User | None) -> dict:
     )
 
 
-def emit_domain_event(event: DomainEvent) -> None:
-    """Delivery step: emit the event to its rooms (after the delivery commit)."""
+def emit_domain_events(events: list[DomainEvent]) -> int:
+    """Delivery step: every event of a batch to its rooms, in id order, in one pipeline."""
     from app.extensions import db
 
-    actor = db.session.get(User, event.actor_id) if event.actor_id else None
-    emit_to(routes_for(event), event.name, event_envelope(event, actor))
+    messages = []
+    for event in events:
+        actor = db.session.get(User, event.actor_id) if event.actor_id else None  # identity map
+        payload = event_envelope(event, actor)
+        messages.extend((route, event.name, payload) for route in routes_for(event))
+    return emit_many(messages)

@@ -56,7 +56,7 @@ def each(fn: Callable[[DomainEvent], object]) -> Step:
 IN_TRANSACTION_STEPS: list[tuple[str, Step]] = [
     ("activity", activity.log_events),
     ("notifications", each(notifications.create_for_event)),
-    ("emit", each(emit.emit_domain_event)),
+    ("emit", emit.emit_domain_events),
 ]
 # Steps after the commit that marks the events delivered.
 AFTER_COMMIT_STEPS: list[tuple[str, Step]] = [

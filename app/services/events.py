@@ -29,6 +29,36 @@ class RequestMeta:
 request_meta: ContextVar[RequestMeta] = ContextVar("request_meta", default=RequestMeta())  # noqa: B039 - frozen dataclass
 
 
+def _new_event(name: str, *, action: str, actor: User | None, resource_type: str,
+               resource_id: int | None, resource_name: str | None = None,
+               payload: dict | None = None, changes: dict | None = None) -> DomainEvent:
+    meta = request_meta.get()
+    return DomainEvent(
+        name=name,
+        action=action,
+        actor_id=actor.id if actor is not None else None,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        resource_name=resource_name,
+        payload=payload or {},
+        changes=changes,
+        ip_address=meta.ip_address,
+        user_agent=(meta.user_agent or "")[:512] or None,
+    )
+
+
+def record_many(specs: list[dict]) -> list[DomainEvent]:
+    """Append many events with one flush (bulk INSERT); each spec holds ``record``'s arguments."""
+    rows = [_new_event(spec.pop("name"), **spec) for spec in specs]
+    if not rows:
+        return rows
+    db.session.add_all(rows)
+    db.session.flush()
+    ids = [row.id for row in rows]
+    on_commit(db.session(), lambda: [enqueue(event_id) for event_id in ids])
+    return rows
+
+
 def record(
     name: str,
     *,
@@ -41,19 +71,9 @@ def record(
     changes: dict | None = None,
 ) -> DomainEvent:
     """Append one event to the outbox in the current transaction."""
-    meta = request_meta.get()
-    evt = DomainEvent(
-        name=name,
-        action=action,
-        actor_id=actor.id if actor is not None else None,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        resource_name=resource_name,
-        payload=payload or {},
-        changes=changes,
-        ip_address=meta.ip_address,
-        user_agent=(meta.user_agent or "")[:512] or None,
-    )
+    evt = _new_event(name, action=action, actor=actor, resource_type=resource_type,
+                     resource_id=resource_id, resource_name=resource_name, payload=payload,
+                     changes=changes)
     db.session.add(evt)
     db.session.flush()  # the id is needed for the after-commit enqueue
     event_id = evt.id

@@ -100,12 +100,17 @@ def socket_disconnected(sid: str) -> bool:
     return True
 
 
-def _record_viewer(user: User, name: str, resource_type: str, resource_id: int | None) -> None:
-    events.record(
-        name, action="", actor=user, resource_type=resource_type, resource_id=resource_id,
+def _viewer_event(user: User, name: str, resource_type: str, resource_id: int | None) -> dict:
+    return dict(
+        name=name, action="", actor=user, resource_type=resource_type, resource_id=resource_id,
         payload={f"{resource_type}_id": resource_id, "resource_type": resource_type,
                  "resource_id": resource_id, "user": {"id": user.id, "name": user.name}},
     )
+
+
+def _record_viewer(user: User, name: str, resource_type: str, resource_id: int | None) -> None:
+    spec = _viewer_event(user, name, resource_type, resource_id)
+    events.record(spec.pop("name"), **spec)
 
 
 def view(*, sid: str, user: User, resource_type: str, resource_id: int) -> list[dict]:
@@ -192,16 +197,20 @@ def online_users() -> list[dict]:
     return [presence_dict(p, u) for p, u in rows]
 
 
-def viewers_of(resource_type: str, resource_id: int) -> list[dict]:
-    """Users with at least one socket viewing the resource now (one entry per user)."""
+VIEWERS_LIMIT = 200
+
+
+def viewers_of(resource_type: str, resource_id: int, *, limit: int = VIEWERS_LIMIT) -> list[dict]:
+    """Users with at least one socket viewing the resource now (one entry per user).
+
+    Capped: a join to a room of thousands must not read and send thousands of names.
+    """
+    viewing = (select(PresenceSocket.user_id)
+               .where(PresenceSocket.resource_type == resource_type,
+                      PresenceSocket.resource_id == resource_id)
+               .distinct().order_by(PresenceSocket.user_id).limit(limit).subquery())
     rows = db.session.execute(
-        select(User.id, User.name)
-        .join(PresenceSocket, PresenceSocket.user_id == User.id)
-        .where(PresenceSocket.resource_type == resource_type,
-               PresenceSocket.resource_id == resource_id)
-        .distinct()
-        .order_by(User.id)
-    )
+        select(User.id, User.name).join(viewing, viewing.c.user_id == User.id).order_by(User.id))
     return [{"id": uid, "name": name} for uid, name in rows]
 
 
@@ -247,7 +256,37 @@ def server_sids(server_id: str) -> list[str]:
 
 
 def forget_server(server_id: str) -> int:
-    """Graceful shutdown of a web process: its sockets are gone."""
-    return sum(1 for sid in server_sids(server_id) if socket_disconnected(sid))
+    """Graceful shutdown of a web process: all its sockets are gone, in one transaction.
+
+    One transaction for all (not one per socket): a process holding thousands of sockets
+    must finish before its shutdown deadline.
+    """
+    sockets = list(db.session.scalars(
+        select(PresenceSocket).where(PresenceSocket.server_id == server_id)))
+    if not sockets:
+        db.session.rollback()
+        return 0
+    user_ids = sorted({s.user_id for s in sockets})
+    users = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(user_ids)))}
+    specs = [_viewer_event(users[s.user_id], "viewer_left", s.resource_type, s.resource_id)
+             for s in sockets if s.resource_type is not None]
+    db.session.execute(PresenceSocket.__table__.delete()
+                       .where(PresenceSocket.server_id == server_id))
+    still_connected = set(db.session.scalars(
+        select(PresenceSocket.user_id).where(PresenceSocket.user_id.in_(user_ids)).distinct()))
+    gone = [uid for uid in user_ids if uid not in still_connected]
+    query = select(UserPresence).where(UserPresence.user_id.in_(gone))
+    if db.engine.dialect.name == "postgresql":
+        query = query.with_for_update()
+    for presence in db.session.scalars(query):
+        if presence.status != "offline":
+            presence.status = "offline"
+            specs.append(dict(name="presence_changed", action="", actor=users[presence.user_id],
+                              resource_type="user", resource_id=presence.user_id,
+                              resource_name=users[presence.user_id].name,
+                              payload=presence_dict(presence, users[presence.user_id])))
+    events.record_many(specs)
+    db.session.commit()
+    return len(sockets)
 
 
