@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--idle-jobs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--async-mode", default="threading")
+    parser.add_argument("--async-mode", default="eventlet")  # the production server
     args = parser.parse_args()
     env = setup_env("ec_bench_jobs", 13)
     env["JWT_ACCESS_TOKEN_SECONDS"] = "7200"
