@@ -138,6 +138,12 @@ def test_failing_delivery_backs_off_and_alerts(app, client, editor, caplog):
         delivery.IN_TRANSACTION_STEPS.remove(broken)
         delivery.ALERT_HOOKS.pop()
     assert len(alerts) == 1 and alerts[0]["event_id"] == event_id
+    with app.app_context():
+        alert = db.session.scalar(select(DomainEvent).where(DomainEvent.name == "admin_alert"))
+        assert alert is not None and alert.payload["event_id"] == event_id
+        from app.realtime.emit import routes_for
+
+        assert routes_for(alert) == [("/admin", "admins")]
     assert "still undelivered" in caplog.text
     # The step fixed: the next sweep delivers it, and the partial rows were rolled back.
     with app.app_context():

@@ -237,7 +237,16 @@ def drain(*, max_seconds: float = 20.0) -> int:
             return total  # a producer took over and enqueued another drainer
 
 
-ALERT_HOOKS: list[Callable[[str, dict], None]] = [notifications.alert_admins]
+def emit_admin_alert(message: str, details: dict) -> None:
+    """``admin_alert`` to the /admin room, through the outbox like every other event."""
+    from app.services import events
+
+    events.record("admin_alert", action="", actor=None, resource_type="system",
+                  resource_id=None, payload={"message": message, **details})
+    db.session.commit()
+
+
+ALERT_HOOKS: list[Callable[[str, dict], None]] = [notifications.alert_admins, emit_admin_alert]
 
 
 def raise_alert(event_id: int, name: str, attempts: int, error: str | None) -> None:
