@@ -191,3 +191,21 @@ def episode(client, editor):
                                  "categories": ["drama"]})
     assert response.status_code == 201, response.json
     return response.json
+
+
+@pytest.fixture(scope="module")
+def worker(_schema):
+    """A real ``celery -A celery_app worker`` (2 processes, Redis broker) for a test module."""
+    from tests.processes import celery_worker
+
+    with celery_worker(concurrency=2) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def server(_schema):
+    """A real ``python wsgi.py`` under eventlet (the production server) for a test module."""
+    from tests.processes import web_server
+
+    with web_server(async_mode="eventlet") as s:
+        yield s

@@ -13,21 +13,9 @@ import requests
 import socketio as sio_client
 from flask_jwt_extended import create_access_token
 
-from tests.processes import celery_worker, web_server
+from tests.processes import web_server
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def worker(_schema):
-    with celery_worker(concurrency=2) as w:
-        yield w
-
-
-@pytest.fixture(scope="module")
-def server(_schema):
-    with web_server(async_mode="eventlet") as s:
-        yield s
 
 
 class Client:

@@ -14,21 +14,8 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Notification
-from tests.processes import celery_worker, web_server
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def worker(_schema):
-    with celery_worker(concurrency=2) as w:
-        yield w
-
-
-@pytest.fixture(scope="module")
-def server(_schema):
-    with web_server(async_mode="eventlet") as s:
-        yield s
 
 
 def _count(app, *conditions) -> int:
