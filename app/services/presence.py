@@ -250,11 +250,6 @@ def sweep_stale(stale_seconds: int, *, now: datetime | None = None) -> list[str]
     return [sid for sid in sids if socket_disconnected(sid)]
 
 
-def server_sids(server_id: str) -> list[str]:
-    return list(db.session.scalars(select(PresenceSocket.sid)
-                                   .where(PresenceSocket.server_id == server_id)))
-
-
 def forget_server(server_id: str) -> int:
     """Graceful shutdown of a web process: all its sockets are gone, in one transaction.
 

@@ -15,10 +15,6 @@ def user_dict(user: User) -> dict:
     }
 
 
-def actor_dict(user: User | None) -> dict | None:
-    return {"id": user.id, "name": user.name} if user is not None else None
-
-
 def episode_dict(episode: Episode) -> dict:
     return {
         "id": episode.id,
