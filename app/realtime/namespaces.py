@@ -67,8 +67,14 @@ class AuthenticatedNamespace(Namespace):
         sid = request.sid
         if connections.add(sid, user.id, self.namespace, cap=cap) is None:
             raise _refuse("too_many_connections", f"The server holds its maximum of {cap} connections")
-        presence.socket_connected(sid=sid, user=user, namespace=self.namespace,
-                                  server_id=connections.SERVER_ID)
+        try:
+            presence.socket_connected(sid=sid, user=user, namespace=self.namespace,
+                                      server_id=connections.SERVER_ID)
+        except Exception as exc:  # noqa: BLE001 - database trouble: refuse, keep no trace
+            connections.remove(sid)
+            db.session.rollback()
+            log.exception("presence on connect failed")
+            raise _refuse("unavailable", "Try again shortly") from exc
         last_event_id = auth.get("last_event_id")
         if isinstance(last_event_id, int) and not isinstance(last_event_id, bool):
             # Rooms are joined after the replay, so missed events arrive before live ones.
