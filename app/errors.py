@@ -5,6 +5,8 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import DataError as SQLDataError
+from sqlalchemy.exc import StatementError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,9 @@ def _code_for(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
 
 
+_UNSTORABLE = (OverflowError, UnicodeEncodeError, ValueError)
+
+
 def register_error_handlers(app: Flask) -> None:
     """Every error leaves as JSON in the one shape: domain errors, HTTP errors, crashes."""
 
@@ -100,6 +105,29 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(413, "payload_too_large", "The upload is too large", {})
         message = data.get("message") or exc.description or exc.name
         return error_response(exc.code or 500, _code_for(exc), message, {}, headers)
+
+    @app.errorhandler(OverflowError)
+    @app.errorhandler(UnicodeEncodeError)
+    @app.errorhandler(StatementError)
+    def handle_out_of_range(exc: Exception):
+        # Values that pass the schema but not the database (a 10**30 integer, a date that
+        # leaves the calendar in UTC, an unpaired surrogate): the client's input, not a crash.
+        # Other database errors (the database is down, a bug) stay 500s.
+        if isinstance(exc, StatementError) and not (
+                isinstance(exc, SQLDataError) or isinstance(exc.orig, _UNSTORABLE)):
+            return handle_unexpected(exc)
+        from app.extensions import db
+
+        db.session.rollback()
+        return error_response(422, "value_out_of_range",
+                              "A value is out of range or cannot be stored", {})
+
+    @app.errorhandler(RecursionError)
+    def handle_too_deep(exc: RecursionError):
+        from app.extensions import db
+
+        db.session.rollback()
+        return error_response(400, "bad_request", "The request body is nested too deeply", {})
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

@@ -12,6 +12,7 @@ from app.errors import ValidationError
 from app.extensions import db
 
 DEFAULT_LIMIT = 20
+MAX_ID = 2**31 - 1
 MAX_LIMIT = 100
 
 
@@ -22,7 +23,10 @@ def encode_cursor(last_id: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return int(json.loads(base64.urlsafe_b64decode(padded))["id"])
+        value = json.loads(base64.urlsafe_b64decode(padded))["id"]
+        if not isinstance(value, int) or not 0 <= value <= MAX_ID:
+            raise ValueError("cursor id out of range")
+        return value
     except Exception as exc:  # noqa: BLE001 - any malformed cursor is the client's error
         raise ValidationError("Invalid cursor", details={"cursor": ["Invalid cursor"]}) from exc
 

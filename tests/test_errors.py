@@ -55,3 +55,39 @@ def test_huge_ids_are_404_not_500(client, viewer):
                  "/api/v1/files/99999999999", "/api/v1/presence/users/99999999999"):
         r = client.get(path, headers=viewer.headers)
         assert r.status_code == 404, path
+
+
+def test_hostile_input_is_4xx_never_500(client, admin, editor):
+    huge = 10**30
+    cursor = "eyJpZCI6IDEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDB9"  # {"id": 10**30}
+    checks = [
+        client.get(f"/api/v1/episodes?cursor={cursor}", headers=editor.headers),
+        client.get(f"/api/v1/episodes?season={huge}", headers=editor.headers),
+        client.post("/api/v1/episodes", headers=editor.headers,
+                    json={"title": "t", "episode_number": huge}),
+        client.post("/api/v1/jobs", headers=editor.headers, json={"type": "noop", "episode_id": huge}),
+        client.get("/api/v1/activity?since=0001-01-01T00:00:00%2B14:00", headers=admin.headers),
+        client.post("/api/v1/episodes", headers=editor.headers | {"Content-Type": "application/json"},
+                    data='{"title": "\\ud800", "episode_number": 1}'),
+        client.post("/api/v1/auth/login", headers={"Content-Type": "application/json"},
+                    data='{"email": "a@b.c", "password": "\\udc00"}'),
+        client.post("/api/v1/auth/register", headers={"Content-Type": "application/json"},
+                    data='{"a":' + "[" * 100_000 + "]" * 100_000 + "}"),
+        client.post("/api/v1/notifications", headers=admin.headers,
+                    json={"user_ids": [editor.id], "title": "t", "deliver_at": "9999-12-31T23:59:59Z"}),
+    ]
+    for r in checks:
+        assert 400 <= r.status_code < 500, (r.status_code, r.json)
+        assert set(r.json["error"]) == {"code", "message", "details"}
+    # A valid surrogate pair (an emoji) is fine.
+    ok = client.post("/api/v1/episodes", headers=editor.headers | {"Content-Type": "application/json"},
+                     data='{"title": "\\ud83c\\udf99 mic", "episode_number": 1}')
+    assert ok.status_code == 201 and ok.json["title"] == "\U0001f399 mic"
+
+
+def test_last_admin_cannot_be_demoted(client, admin, factory):
+    r = client.patch(f"/api/v1/users/{admin.id}", headers=admin.headers, json={"role": "viewer"})
+    assert r.status_code == 409
+    other = factory.user("admin")
+    r = client.patch(f"/api/v1/users/{admin.id}", headers=other.headers, json={"role": "viewer"})
+    assert r.status_code == 200

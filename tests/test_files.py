@@ -80,3 +80,13 @@ def test_upload_validation(client, editor, viewer, episode):
     assert r.status_code == 422 and "file" in r.json["error"]["details"]
     assert _upload(client, viewer, episode["id"]).status_code == 403
     assert _upload(client, editor, 424242).status_code == 404
+
+
+def test_old_link_does_not_open_a_new_file_with_a_reused_id(client, editor, episode):
+    meta = _upload(client, editor, episode["id"], b"old", "old.txt").json
+    signed = client.get(f"/api/v1/files/{meta['id']}/download-url", headers=editor.headers).json
+    client.delete(f"/api/v1/files/{meta['id']}", headers=editor.headers)
+    again = _upload(client, editor, episode["id"], b"NEW-SECRET", "new.txt").json
+    r = client.get(_path_and_query(signed["url"]))
+    assert r.status_code == 404 or again["id"] != meta["id"]
+    assert b"NEW-SECRET" not in r.data

@@ -1,12 +1,17 @@
 """REST API blueprints under /api/v1."""
 from __future__ import annotations
 
+import re
+
 from flask import Flask, request
 
+from app.errors import ValidationError
 from app.extensions import api
 from app.services.events import RequestMeta, request_meta
 
 PREFIX = "/api/v1"
+_PAIRS = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def register_blueprints(app: Flask) -> None:
@@ -27,6 +32,15 @@ def register_blueprints(app: Flask) -> None:
     for module in (health, auth, users, episodes, jobs, files, activity, presence, realtime,
                    notifications):
         api.register_blueprint(module.blp, url_prefix=PREFIX)
+
+    @app.before_request
+    def _refuse_unpaired_surrogates():
+        # JSON may spell a lone UTF-16 surrogate ("\ud800"): Python accepts it, but no
+        # database or JSON column can store it, so it is refused at the door, not in a worker.
+        if request.is_json and _LONE_SURROGATE.search(_PAIRS.sub("", request.get_data(
+                cache=True, as_text=True))):
+            raise ValidationError("The body contains an unpaired UTF-16 surrogate escape",
+                                  details={"_schema": ["Unpaired surrogate escape."]})
 
     @app.before_request
     def _remember_request_meta() -> None:

@@ -24,7 +24,16 @@ from app.services import notifications as service
 
 blp = Blueprint("notifications", __name__, description="Notifications")
 
-HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+def _within_years(value) -> None:
+    """Scheduling is for this decade: far dates cannot be stored or delivered."""
+    from datetime import datetime, timedelta
+
+    now = datetime.now(UTC)
+    if not now - timedelta(days=3650) <= value <= now + timedelta(days=3650):
+        raise ValidationError("Must be within ten years of now.")
+
+
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z")
 MAX_DATA_BYTES = 10_000
 
 
@@ -76,8 +85,10 @@ class SendSchema(StrictSchema):
     message = fields.String(load_default="", validate=validate.Length(max=5000))
     data = fields.Dict(load_default=dict, validate=_check_data_size)
     priority = fields.String(load_default="normal", validate=validate.OneOf(PRIORITIES))
-    deliver_at = fields.AwareDateTime(default_timezone=UTC, load_default=None, allow_none=True)
-    expires_at = fields.AwareDateTime(default_timezone=UTC, load_default=None, allow_none=True)
+    deliver_at = fields.AwareDateTime(default_timezone=UTC, load_default=None, allow_none=True,
+                                      validate=_within_years)
+    expires_at = fields.AwareDateTime(default_timezone=UTC, load_default=None, allow_none=True,
+                                      validate=_within_years)
 
     @validates_schema
     def _one_target(self, data, **_kwargs):

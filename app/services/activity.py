@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import NotFound, ValidationError
 from app.extensions import db
@@ -111,7 +112,10 @@ def log_events(events: list[DomainEvent]) -> int:
         values = row_values_from_event(event, actors.get(event.actor_id))
         values["metadata"] = values.pop("meta")
         rows.append(values)
-    db.session.execute(insert(ActivityLog.__table__), rows)
+    # ON CONFLICT: a concurrent deliverer (SQLite has no SKIP LOCKED) may have written one.
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    db.session.execute(dialect.insert(ActivityLog.__table__)
+                       .on_conflict_do_nothing(index_elements=["event_id"]), rows)
     return len(rows)
 
 

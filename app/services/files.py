@@ -141,7 +141,10 @@ def make_download_token(file: File, actor: User, ttl: int | None = None) -> tupl
     """A signed token naming the file, who asked, and when it stops working."""
     seconds = ttl if ttl is not None else current_app.config["DOWNLOAD_URL_SECONDS"]
     expires_at = utcnow() + timedelta(seconds=seconds)
-    token = _serializer().dumps({"f": file.id, "u": actor.id, "e": expires_at.timestamp()})
+    # "s" (the random stored name) binds the token to these bytes: if the file is deleted
+    # and its id reused, the old link opens nothing.
+    token = _serializer().dumps({"f": file.id, "s": file.stored_name, "u": actor.id,
+                                 "e": expires_at.timestamp()})
     return token, expires_at
 
 
@@ -154,7 +157,7 @@ def resolve_download_token(file_id: int, token: str) -> tuple[File, int | None]:
     if claims.get("f") != file_id or claims.get("e", 0) < utcnow().timestamp():
         raise NotFound("File not found")
     file = get_file(file_id)
-    if not path_of(file).exists():
+    if claims.get("s") != file.stored_name or not path_of(file).exists():
         raise NotFound("File not found")
     return file, claims.get("u")
 

@@ -1,7 +1,7 @@
 """Accounts: registration, credentials, roles."""
 from __future__ import annotations
 
-from sqlalchemy import func
+from sqlalchemy import func, select
 
 from app.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.extensions import db
@@ -46,6 +46,11 @@ def set_role(user_id: int, role: str) -> User:
     if role not in ROLES:
         raise ValidationError("Invalid role", details={"role": [f"Must be one of {ROLES}."]})
     user = get_user(user_id)
+    if user.role == "admin" and role != "admin":
+        admins = db.session.scalar(select(func.count()).select_from(User).where(
+            User.role == "admin", User.is_active.is_(True)))
+        if admins <= 1:
+            raise Conflict("The last admin cannot be demoted")
     user.role = role
     db.session.commit()
     return user
