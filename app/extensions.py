@@ -6,6 +6,7 @@ from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
+from marshmallow import Schema, fields
 from sqlalchemy import MetaData
 
 # Deterministic constraint names so migrations are the same on SQLite and PostgreSQL.
@@ -17,8 +18,26 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class ErrorEnvelopeSchema(Schema):
+    """The one error shape every 4xx/5xx has: ``{"error": {code, message, details}}``."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class EpisodeControlApi(Api):
+    """flask-smorest, documenting our error envelope instead of its own."""
+
+    ERROR_SCHEMA = ErrorEnvelopeSchema
+
+
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 migrate = Migrate()
 jwt = JWTManager()
 socketio = SocketIO()
-api = Api()
+api = EpisodeControlApi()

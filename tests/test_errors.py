@@ -32,6 +32,9 @@ def test_openapi_spec_is_served(client):
     r = client.get("/api/v1/openapi.json")
     assert r.status_code == 200
     assert "/api/v1/episodes" in r.json["paths"]
+    # The documented error body is the one the API returns.
+    envelope = r.json["components"]["schemas"]["ErrorEnvelope"]
+    assert envelope["required"] == ["error"]
 
 
 def test_health_reports_database(client):
