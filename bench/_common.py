@@ -50,6 +50,19 @@ def migrate(app) -> None:
         upgrade(directory=str(ROOT / "migrations"))
 
 
+def create_user(app, email: str, *, role: str = "editor", name: str = "Bench") -> int:
+    """A user row for a benchmark (password ``benchbench``); returns its id."""
+    from app.extensions import db
+    from app.models import User
+
+    with app.app_context():
+        user = User(email=email, name=name, role=role)
+        user.set_password("benchbench")
+        db.session.add(user)
+        db.session.commit()
+        return user.id
+
+
 def start_worker(env: dict, concurrency: int, pool: str = "prefork", log: str = "/tmp/bench-worker.log",
                  loglevel: str = "WARNING"):
     out = open(log, "wb")

@@ -13,7 +13,7 @@ import argparse
 import threading
 import time
 
-from _common import migrate, pct, setup_env, start_worker, stop, summary
+from _common import create_user, migrate, pct, setup_env, start_worker, stop, summary
 
 
 def main() -> None:
@@ -33,12 +33,7 @@ def main() -> None:
 
     app = create_app()
     migrate(app)
-    with app.app_context():
-        user = User(email="bench@example.com", name="Bench", role="editor")
-        user.set_password("benchbench")
-        db.session.add(user)
-        db.session.commit()
-        user_id = user.id
+    user_id = create_user(app, "bench@example.com")
 
     def delivered() -> int:
         with app.app_context():

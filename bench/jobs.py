@@ -25,7 +25,7 @@ import time
 
 import requests
 import socketio
-from _common import ROOT, migrate, pct, setup_env, start_worker, stop, summary, wait_for_log
+from _common import ROOT, create_user, migrate, pct, setup_env, start_worker, stop, summary, wait_for_log
 
 PORT = 5123
 
@@ -114,16 +114,10 @@ def main() -> None:
     env["JWT_ACCESS_TOKEN_SECONDS"] = "7200"
 
     from app import create_app
-    from app.extensions import db
-    from app.models import User
 
     app = create_app()
     migrate(app)
-    with app.app_context():
-        user = User(email="bench-jobs@example.com", name="Bench", role="editor")
-        user.set_password("benchbench")
-        db.session.add(user)
-        db.session.commit()
+    create_user(app, "bench-jobs@example.com")
 
     web = start_web(env, args.async_mode)
     worker = None
