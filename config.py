@@ -76,6 +76,8 @@ class Config:
     EVENT_REDELIVERY_GRACE_SECONDS = _int("EVENT_REDELIVERY_GRACE_SECONDS", 60)
     EVENT_MAX_ATTEMPTS_BEFORE_ALERT = _int("EVENT_MAX_ATTEMPTS_BEFORE_ALERT", 5)
     ACTIVITY_RETENTION_DAYS = _int("ACTIVITY_RETENTION_DAYS", 90)
+    # Delivered outbox events are kept this long (re-delivery and replay need recent ones).
+    EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 30)
     EMBEDDED_WORKER = _bool("EMBEDDED_WORKER", True)
 
     # Job processing (workers/jobs.py). A running job whose heartbeat (progress writes) is

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 BEAT_SCHEDULE = {
     "redeliver-events": {"task": "workers.events.redeliver_stale", "schedule": timedelta(seconds=30)},
     "sweep-presence": {"task": "workers.maintenance.sweep_presence", "schedule": timedelta(seconds=30)},
+    "purge-events": {"task": "workers.maintenance.purge_events", "schedule": timedelta(hours=1)},
     "purge-activity": {"task": "workers.maintenance.purge_activity", "schedule": timedelta(hours=1)},
     "recover-stuck-jobs": {"task": "workers.jobs.recover_stuck_jobs", "schedule": timedelta(seconds=60)},
     # Notifications: scheduled ones are polled often so they arrive within seconds of

@@ -163,3 +163,18 @@ def test_a_rolled_back_change_leaves_no_event(app, editor):
             episodes.create_episode(user, {"title": "x" * 10, "episode_number": 1, "status": "bogus"})
         db.session.rollback()
     assert _count(app, DomainEvent) == 0
+
+
+def test_delivered_events_past_retention_are_purged_undelivered_kept(app, client, editor):
+    for n in range(3):
+        client.post("/api/v1/episodes", headers=editor.headers, json={"title": f"E{n}", "episode_number": n})
+    with app.app_context():
+        old = utcnow() - timedelta(days=31)
+        db.session.execute(update(DomainEvent).values(created_at=old))
+        db.session.execute(update(DomainEvent).where(DomainEvent.id == 3).values(delivered_at=None))
+        db.session.commit()
+        assert delivery.purge_delivered(30, batch_size=1) == 2
+        assert db.session.scalars(select(DomainEvent.id)).all() == [3]
+    # The activity rows stay; they just no longer point at an event.
+    assert _count(app, ActivityLog) == 3
+    assert _count(app, ActivityLog, ActivityLog.event_id.is_(None)) == 2

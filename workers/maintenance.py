@@ -19,3 +19,11 @@ def sweep_presence() -> int:
     from app.services import presence
 
     return len(presence.sweep_stale(current_app.config["PRESENCE_STALE_SECONDS"]))
+
+
+@shared_task(name="workers.maintenance.purge_events", ignore_result=True)
+def purge_events() -> int:
+    """Delete delivered outbox events older than EVENT_RETENTION_DAYS, in batches."""
+    from app.services import delivery
+
+    return delivery.purge_delivered(current_app.config["EVENT_RETENTION_DAYS"])

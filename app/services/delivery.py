@@ -259,3 +259,27 @@ def raise_alert(event_id: int, name: str, attempts: int, error: str | None) -> N
                            "error": error})
         except Exception:  # noqa: BLE001 - an alert hook failing must not stop the sweep
             log.exception("alert hook failed")
+
+
+def purge_delivered(days: int, *, batch_size: int = 5000) -> int:
+    """Delete delivered events older than ``days``, in batches.
+
+    The outbox only needs recent history (re-delivery, replay for reconnecting clients);
+    activity rows and notifications keep their own copy (their ``event_id`` becomes NULL).
+    Undelivered events are never deleted.
+    """
+    from sqlalchemy import delete
+
+    cutoff = utcnow() - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(db.session.scalars(
+            select(DomainEvent.id)
+            .where(DomainEvent.delivered_at.is_not(None), DomainEvent.created_at < cutoff)
+            .order_by(DomainEvent.id).limit(batch_size)))
+        if not ids:
+            db.session.rollback()
+            return total
+        db.session.execute(delete(DomainEvent).where(DomainEvent.id.in_(ids)))
+        db.session.commit()
+        total += len(ids)
