@@ -233,3 +233,11 @@ def test_prefs_from_a_row_and_defaults():
     assert Prefs.from_row(None) == Prefs()
     assert Prefs().channels_for("admin:alert") == ("in_app", "email")
     assert service.parse_hhmm("bad") is None and service.parse_hhmm("07:30") == time(7, 30)
+
+
+def test_only_real_zone_names_are_time_zones():
+    from app.services.notifications import valid_timezone
+
+    assert valid_timezone("Europe/Paris") and valid_timezone("UTC")
+    for name in ("localtime", "right/UTC", "posix/Europe/Paris", "../etc/passwd", "Mars/Olympus"):
+        assert not valid_timezone(name), name

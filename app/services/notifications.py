@@ -16,8 +16,10 @@ The life of a notification:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import string
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,11 +184,21 @@ def parse_hhmm(value: str | None) -> time | None:
 
 
 def valid_timezone(name: str) -> bool:
+    """An IANA zone name ("Europe/Paris", "UTC"), not a file path the tz database also
+    happens to hold ("localtime", "posix/...", "right/..." with leap seconds)."""
+    if name not in _available_timezones():
+        return False
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+@functools.cache
+def _available_timezones() -> frozenset[str]:
+    not_zones = {"localtime", "posixrules", "Factory"}  # files in the tz database, not zones
+    return frozenset(zoneinfo.available_timezones() - not_zones) | {"UTC"}
 
 
 @dataclass(frozen=True)
