@@ -9,7 +9,7 @@ from app.api.schemas import ListQuerySchema
 from app.auth import role_required
 from app.errors import NotFound, ValidationError
 from app.extensions import db
-from app.models import File
+from app.models import File, isoformat
 from app.pagination import paginate
 from app.services import episodes as episode_service
 from app.services import files as file_service
@@ -62,7 +62,7 @@ def download_url(file_id: int):
     file = file_service.get_file(file_id)
     token, expires_at = file_service.make_download_token(file, current_user)
     url = url_for("files.download", file_id=file.id, token=token, _external=True)
-    return jsonify({"url": url, "expires_at": file_service.expires_iso(expires_at)})
+    return jsonify({"url": url, "expires_at": isoformat(expires_at)})
 
 
 @blp.route("/files/<int:file_id>/download")

@@ -12,6 +12,17 @@ from sqlalchemy.types import TypeDecorator
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
+def insert_for_dialect(table):
+    """INSERT for the bound database's dialect, so ``on_conflict_do_nothing`` is available
+    on both PostgreSQL and SQLite."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from app.extensions import db
+
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
 def utcnow() -> datetime:
     """Timezone-aware now in UTC."""
     return datetime.now(UTC)

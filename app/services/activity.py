@@ -6,11 +6,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, delete, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import ActivityLog, DomainEvent, Episode, File, Job, User, isoformat, utcnow
+from app.models.base import insert_for_dialect
 
 ACTIONS = (
     "created", "updated", "deleted", "published", "approved", "rejected", "assigned",
@@ -83,7 +83,7 @@ def row_values_from_event(event: DomainEvent, actor: User | None) -> dict:
         "resource_name": event.resource_name,
         "description": description,
         "changes": event.changes,
-        "meta": {"event": event.name, **(event.payload or {})},
+        "metadata": {"event": event.name, **(event.payload or {})},
         "ip_address": event.ip_address,
         "user_agent": event.user_agent,
         "search_text": _search_words(
@@ -109,12 +109,9 @@ def log_events(events: list[DomainEvent]) -> int:
     actors = users_by_id(e.actor_id for e in wanted)
     rows = []
     for event in wanted:
-        values = row_values_from_event(event, actors.get(event.actor_id))
-        values["metadata"] = values.pop("meta")
-        rows.append(values)
+        rows.append(row_values_from_event(event, actors.get(event.actor_id)))
     # ON CONFLICT: a concurrent deliverer (SQLite has no SKIP LOCKED) may have written one.
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    db.session.execute(dialect.insert(ActivityLog.__table__)
+    db.session.execute(insert_for_dialect(ActivityLog.__table__)
                        .on_conflict_do_nothing(index_elements=["event_id"]), rows)
     return len(rows)
 

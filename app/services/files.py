@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -174,7 +174,3 @@ def record_download(file: File, user_id: int | None) -> None:
         payload=_file_payload(file, "downloaded_by", actor),
     )
     db.session.commit()
-
-
-def expires_iso(expires_at: datetime) -> str:
-    return expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z")

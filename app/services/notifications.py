@@ -42,12 +42,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeEngine
 
 from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import DomainEvent, Notification, NotificationPreference, User, isoformat, utcnow
+from app.models.base import insert_for_dialect
 from app.models.core import ROLES
 from app.models.notifications import PRIORITIES
 from app.realtime.emit import FEED, emit_many, emit_to, envelope, user_room
@@ -442,8 +443,7 @@ def _insert_rows(rows: list[dict]) -> list[tuple[int, int]]:
     if not rows:
         return []
     table = Notification.__table__
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    stmt = (dialect.insert(table)
+    stmt = (insert_for_dialect(table)
             .on_conflict_do_nothing(index_elements=["user_id", "event_id"])
             .returning(table.c.id, table.c.user_id))
     return [(r.id, r.user_id) for r in db.session.execute(stmt, rows)]
@@ -530,7 +530,6 @@ def _create_broadcast(event: DomainEvent) -> int:
               "event_id": event.id, "deliver_at": deliver_at, "expires_at": expires_at,
               "digest_pending": False, "created_at": now, "updated_at": now}
     table = Notification.__table__
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     columns = table.c
     inserted = 0
     for condition in _target_conditions(payload):
@@ -544,7 +543,7 @@ def _create_broadcast(event: DomainEvent) -> int:
         ]
         where = [recipients, *(~c for c in id_in(User.id, muted))]
         rows = select(User.id, *(_typed(v, columns[k].type) for k, v in values.items())).where(*where)
-        stmt = (dialect.insert(table).from_select(["user_id", *values], rows)
+        stmt = (insert_for_dialect(table).from_select(["user_id", *values], rows)
                 .on_conflict_do_nothing(index_elements=["user_id", "event_id"]))
         inserted += db.session.execute(stmt).rowcount
     return inserted

@@ -10,18 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import PresenceSocket, User, UserPresence, isoformat, utcnow
+from app.models.base import insert_for_dialect
 from app.models.presence import STATUSES
 from app.services import events
-
-
-def _insert(table):
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
 
 
 def _lock_presence(user_id: int) -> UserPresence:
@@ -31,7 +26,7 @@ def _lock_presence(user_id: int) -> UserPresence:
     "last socket gone → offline" cannot race a new connect.
     """
     db.session.execute(
-        _insert(UserPresence.__table__)
+        insert_for_dialect(UserPresence.__table__)
         .values(user_id=user_id, status="offline", chosen_status="online",
                 created_at=utcnow(), updated_at=utcnow())
         .on_conflict_do_nothing(index_elements=["user_id"])
