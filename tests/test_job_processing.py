@@ -38,7 +38,8 @@ def create(client, user, episode_id, job_type="noop", params=None):
     response = client.post("/api/v1/jobs", headers=user.headers,
                            json={"type": job_type, "episode_id": episode_id, "params": params or {}})
     assert response.status_code == 201, response.json
-    return response.json
+    assert response.json["status"] == "queued"  # the job as created; the eager worker ran it since
+    return get(client, user, response.json["id"])
 
 
 def get(client, user, job_id):
@@ -394,7 +395,7 @@ def test_stuck_running_job_is_requeued_and_the_dead_attempt_is_fenced(app, clien
             # The dead attempt, should it wake up, can no longer write.
             assert job_service.record_progress(dead, 50, "zombie") == job_service.LOST
             assert job_service.checkpoint_state(dead) == job_service.LOST
-            assert job_service.complete(dead, {}, final_progress="Completed") is False
+            assert job_service.complete(dead, {}, final_progress="Completed") is None
         queued = get(client, editor, job["id"])
         assert queued["status"] == "queued" and queued["retry_count"] == 1
         assert queued["error"].startswith("Worker lost")

@@ -41,21 +41,10 @@ BATCH_SIZE = 200
 Step = Callable[[list[DomainEvent]], object]
 
 
-def each(fn: Callable[[DomainEvent], object]) -> Step:
-    """A per-event step applied to every event of a batch, in order."""
-
-    def step(events: list[DomainEvent]) -> None:
-        for event in events:
-            fn(event)
-
-    step.__name__ = getattr(fn, "__name__", "step")
-    return step
-
-
 # Steps inside the delivery transaction, in order: (name, function(events)).
 IN_TRANSACTION_STEPS: list[tuple[str, Step]] = [
     ("activity", activity.log_events),
-    ("notifications", each(notifications.create_for_event)),
+    ("notifications", notifications.create_for_events),
     ("emit", emit.emit_domain_events),
 ]
 # Steps after the commit that marks the events delivered.

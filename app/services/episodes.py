@@ -9,6 +9,7 @@ from app.models import Episode, User, utcnow
 from app.services import events
 from app.services import files as file_service
 from app.services.serializers import episode_dict
+from app.services.transaction import commit_keeping_state
 
 EDITABLE_FIELDS = ("title", "episode_number", "season", "description", "categories", "status")
 
@@ -48,7 +49,7 @@ def create_episode(actor: User, data: dict[str, Any]) -> Episode:
             "created_by": actor.id,
         },
     )
-    db.session.commit()
+    commit_keeping_state(db.session())
     return episode
 
 
@@ -85,7 +86,7 @@ def update_episode(actor: User, episode_id: int, data: dict[str, Any]) -> Episod
         },
         changes=changes,
     )
-    db.session.commit()
+    commit_keeping_state(db.session())
     return episode
 
 
@@ -112,7 +113,7 @@ def publish_episode(actor: User, episode_id: int) -> Episode:
         },
         changes={"status": {"before": before, "after": "published"}},
     )
-    db.session.commit()
+    commit_keeping_state(db.session())
     return episode
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from app.extensions import db
 from app.models import DomainEvent, User
-from app.services.transaction import on_commit
+from app.services.transaction import collect_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def record_many(specs: list[dict]) -> list[DomainEvent]:
         return rows
     db.session.add_all(rows)
     db.session.flush()
-    ids = [row.id for row in rows]
-    on_commit(db.session(), lambda: [enqueue(event_id) for event_id in ids])
+    _wake_after_commit([row.id for row in rows])
     return rows
 
 
@@ -76,13 +75,29 @@ def record(
                      changes=changes)
     db.session.add(evt)
     db.session.flush()  # the id is needed for the after-commit enqueue
-    event_id = evt.id
-    on_commit(db.session(), lambda: enqueue(event_id))
+    _wake_after_commit([evt.id])
     return evt
+
+
+def _wake_after_commit(event_ids: list[int]) -> None:
+    """Enqueue these events once the transaction commits: one wake-up per commit."""
+    collect_on_commit(db.session(), "ec_events", enqueue_many).extend(event_ids)
 
 
 DRAIN_FLAG = "ec:delivery:draining"
 DRAIN_FLAG_TTL = 15  # seconds; a dead drainer's flag expires and the next commit wakes another
+
+
+def enqueue_many(event_ids: list[int]) -> bool:
+    """Wake delivery for the events of one commit: one drain wake-up with Redis, else a
+    task per event (the embedded default has no drainer)."""
+    from app.redis_client import get_redis
+
+    if not event_ids:
+        return True
+    if get_redis() is not None:
+        return enqueue(event_ids[-1])
+    return all([enqueue(event_id) for event_id in event_ids])
 
 
 def enqueue(event_id: int, *, explicit: bool = False) -> bool:

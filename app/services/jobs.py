@@ -25,7 +25,7 @@ from app.extensions import db
 from app.models import Episode, Job, User, utcnow
 from app.services import events
 from app.services.job_types import validate_params
-from app.services.transaction import on_commit
+from app.services.transaction import commit_keeping_state, on_commit
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,17 @@ def get_job(job_id: int) -> Job:
     return job
 
 
+def _spec(job: Job | JobRef, name: str, action: str, actor: User | None, **payload: Any) -> dict:
+    """``events.record`` arguments for an event about this job."""
+    return {"name": name, "action": action, "actor": actor, "resource_type": "job",
+            "resource_id": job.id, "resource_name": f"{job.type} #{job.id}",
+            "payload": {"job_id": job.id, "episode_id": job.episode_id, "type": job.type,
+                        "created_by": job.created_by, **payload}}
+
+
 def _record(job: Job | JobRef, name: str, action: str, actor: User | None, **payload: Any) -> int:
-    evt = events.record(
-        name,
-        action=action,
-        actor=actor,
-        resource_type="job",
-        resource_id=job.id,
-        resource_name=f"{job.type} #{job.id}",
-        payload={"job_id": job.id, "episode_id": job.episode_id, "type": job.type,
-                 "created_by": job.created_by, **payload},
-    )
-    return evt.id
+    spec = _spec(job, name, action, actor, **payload)
+    return events.record(spec.pop("name"), **spec).id
 
 
 def _cas(job_id: int, expect: dict[str, Any], *conditions: Any, **values: Any) -> bool:
@@ -116,7 +115,7 @@ def create_job(actor: User, data: dict[str, Any]) -> Job:
     db.session.flush()
     _record(job, "job_created", "created", actor)
     enqueue_after_commit(job.id)
-    db.session.commit()
+    commit_keeping_state(db.session())
     return job
 
 
@@ -222,21 +221,29 @@ def record_progress(attempt: Attempt, percent: int, message: str) -> str:
     return state
 
 
-def complete(attempt: Attempt, results: dict, *, final_progress: str | None) -> bool:
-    """running → completed with ``job_completed``.
+def complete(attempt: Attempt, results: dict, *, final_progress: str | None,
+             honour_cancel: bool = False) -> str | None:
+    """running → completed with ``job_completed``; "completed", "cancelled" or None (lost).
 
     ``final_progress`` (a message) appends the 100% ``job_progress`` first when the
     throttle had not sent it yet: clients always see the last progress, in one commit.
+    ``honour_cancel``: the handler's last checkpoint (its 100%) left its cancel check to
+    this write, which then only succeeds if no cancel was requested (one round trip
+    instead of a read then a write).
     """
-    if not _cas(attempt.id, _owned(attempt), status="completed", progress=100, result=results,
+    expect = {**_owned(attempt), "cancel_requested": False} if honour_cancel else _owned(attempt)
+    if not _cas(attempt.id, expect, status="completed", progress=100, result=results,
                 error=None, finished_at=utcnow()):
         db.session.rollback()
-        return False
-    if final_progress is not None:
-        _record(attempt, "job_progress", "", None, progress=100, message=final_progress)
-    _record(attempt, "job_completed", "completed", None, results=results)
+        if honour_cancel and checkpoint_state(attempt) == CANCELLED:
+            return "cancelled" if finish_cancelled(attempt) else None
+        return None
+    specs = [_spec(attempt, "job_progress", "", None, progress=100, message=final_progress)
+             ] if final_progress is not None else []
+    specs.append(_spec(attempt, "job_completed", "completed", None, results=results))
+    events.record_many(specs)
     db.session.commit()
-    return True
+    return "completed"
 
 
 def finish_cancelled(attempt: Attempt) -> bool:

@@ -2,7 +2,7 @@
 
 The life of a notification:
 
-1. **Created** in the event-delivery transaction (:func:`create_for_event`, a delivery
+1. **Created** in the event-delivery transaction (:func:`create_for_events`, a delivery
    step): the rules (``notification_rules``) say who; muted types are dropped; the row is
    unique on ``(user_id, event_id)`` so re-delivery inserts nothing. An admin broadcast is
    a domain event too (``notification_sent``), so its fan-out happens in the worker.
@@ -465,29 +465,33 @@ def _row(user_id: int, notification_type: str, title: str, message: str, *, data
 RULE_EVENTS = frozenset(rule.event for rule in rules.RULES) | {BROADCAST_EVENT}
 
 
-def create_for_event(event: DomainEvent) -> int:
-    """Delivery step (in the delivery transaction): the event's notification rows.
+def create_for_events(events: Sequence[DomainEvent]) -> int:
+    """Delivery step (in the delivery transaction): the notification rows of a batch.
 
-    Idempotent on the event id: a second delivery inserts nothing and does not fail.
+    The rules run per event; the recipients' preferences are read once and the rows are
+    inserted in one statement for the whole batch. Idempotent on the event id: a second
+    delivery inserts nothing and does not fail.
     """
-    if event.name not in RULE_EVENTS:
-        return 0
-    if event.name == BROADCAST_EVENT:
-        return _create_broadcast(event)
-    planned = rules.plan(event)
+    created = 0
+    planned: list[tuple[DomainEvent, rules.Planned]] = []
+    for event in events:
+        if event.name == BROADCAST_EVENT:
+            created += _create_broadcast(event)
+        elif event.name in RULE_EVENTS:
+            planned += [(event, item) for item in rules.plan(event)]
     if not planned:
-        return 0
+        return created
     now = utcnow()
-    prefs = load_prefs(p.user_id for p in planned)
+    prefs = load_prefs(item.user_id for _event, item in planned)
     rows = []
-    for item in planned:
+    for event, item in planned:
         if not should_notify(prefs[item.user_id], type=item.type, priority=item.priority,
                              now=now).store:
             continue
         title, message = render(item.type, item.variables)
         rows.append(_row(item.user_id, item.type, title, message, data=item.data,
                          priority=item.priority, event_id=event.id, now=now))
-    return len(_insert_rows(rows))
+    return created + len(_insert_rows(rows))
 
 
 def _recipients(target: Mapping[str, Any]) -> list[int]:
