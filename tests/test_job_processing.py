@@ -459,3 +459,23 @@ def test_processor_announcement_is_an_event_to_jobs_and_admin(app):
 def test_worker_modules_never_import_the_app_at_import_time():
     source = (ROOT / "workers" / "jobs.py").read_text()
     assert "create_app" not in source and "import wsgi" not in source
+
+
+def test_a_cancel_before_the_completing_write_wins_over_a_held_back_100(app, client, editor,
+                                                                          episode):
+    """ctx.progress(100) leaves its cancel check to the completing write (one round trip
+    less per job): a cancel that lands in between still ends the job cancelled."""
+    with no_worker(app):
+        job = create(client, editor, episode["id"])
+    with app.app_context():
+        attempt = job_service.claim_job(job["id"])
+        checkpoint = runner.Checkpoint(attempt, interval=60, heartbeat=60)
+        checkpoint(100, "done")  # held back by the throttle; no cancel yet
+        assert checkpoint.deferred
+        job_service.cancel_job(db.session.get(User, editor.id), job["id"])
+        assert job_service.complete(attempt, {}, final_progress=checkpoint.final_progress(),
+                                    honour_cancel=checkpoint.deferred) == "cancelled"
+    final = get(client, editor, job["id"])
+    assert final["status"] == "cancelled" and final["result"] is None
+    assert names(app, job["id"])[-1] == "job_cancelled"
+    assert "job_completed" not in names(app, job["id"])

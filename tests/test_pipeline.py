@@ -178,3 +178,24 @@ def test_delivered_events_past_retention_are_purged_undelivered_kept(app, client
     # The activity rows stay; they just no longer point at an event.
     assert _count(app, ActivityLog) == 3
     assert _count(app, ActivityLog, ActivityLog.event_id.is_(None)) == 2
+
+
+def test_one_commit_wakes_delivery_once_for_all_its_events(app, monkeypatch):
+    """The after-commit wake-up is per commit: a transaction of three events wakes once,
+    with all three ids; a rolled-back transaction wakes nobody."""
+    from app.services import events
+
+    woken: list[list[int]] = []
+    monkeypatch.setattr(events, "enqueue_many", lambda ids: woken.append(list(ids)))
+    spec = {"action": "", "actor": None, "resource_type": "system", "resource_id": None}
+    with app.app_context():
+        first = events.record("admin_alert", **spec).id
+        rest = [e.id for e in events.record_many([{"name": "admin_alert", **spec},
+                                                  {"name": "admin_alert", **spec}])]
+        assert woken == []  # nothing before the commit
+        db.session.commit()
+        assert woken == [[first, *rest]]
+        events.record("admin_alert", **spec)
+        db.session.rollback()
+        db.session.commit()
+    assert woken == [[first, *rest]]
