@@ -22,6 +22,56 @@ def raise_fd_limit(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+GC_THRESHOLDS = (10_000, 10, 100)
+
+
+def gc_thresholds() -> tuple[int, ...]:
+    """The collector thresholds of a serving process: ``GC_THRESHOLDS`` ("50000,20,10")
+    from the environment, else the default above."""
+    raw = os.environ.get("GC_THRESHOLDS", "")
+    try:
+        values = tuple(int(v) for v in raw.split(",")) if raw else GC_THRESHOLDS
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        if raw:
+            log.warning("GC_THRESHOLDS=%r is not three positive integers; using %s", raw, GC_THRESHOLDS)
+        return GC_THRESHOLDS
+    return values
+_gc_started: dict[int, float] = {}
+
+
+def _watch_gc(phase: str, info: dict) -> None:
+    """Log collector pauses long enough to show up as event latency."""
+    import time
+
+    gen = info.get("generation", 0)
+    if phase == "start":
+        _gc_started[gen] = time.perf_counter()
+    elif gen in _gc_started:
+        took = (time.perf_counter() - _gc_started.pop(gen)) * 1000
+        if took >= 20:
+            log.warning("gc pause: generation %s took %.0f ms (%s collected)", gen, took,
+                        info.get("collected"))
+
+
+def _small_buffer_protocol() -> type:
+    """eventlet's HTTP protocol with 2 KB read/write buffers instead of 8 KB and 16 KB.
+
+    A websocket keeps its upgrade request's buffered file objects for the whole life of
+    the connection, unused: at the defaults that is 24 KB of every idle connection's memory
+    (bench/realtime.py, tracemalloc). Requests and responses larger than a buffer still
+    work, in more than one system call.
+    """
+    from eventlet import wsgi
+
+    class SmallBufferHttpProtocol(wsgi.HttpProtocol):
+        rbufsize = 2048
+        wbufsize = 2048
+
+    return SmallBufferHttpProtocol
+
+
 def serve(app: Flask, *, host: str, port: int) -> None:
     """Serve HTTP and Socket.IO; start the embedded worker and beat when configured."""
     cap = app.config["MAX_CONNECTIONS"]
@@ -62,7 +112,23 @@ def serve(app: Flask, *, host: str, port: int) -> None:
     if mode == "eventlet":
         # eventlet.wsgi defaults to 1,024 simultaneous connections; make the cap reachable.
         kwargs["max_size"] = cap + 64
+        kwargs["protocol"] = _small_buffer_protocol()
     elif mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True
-    log.info("serving on %s:%s (%s)", host, port, mode)
+    import gc
+
+    # Everything alive now (modules, app, mappers, caches) lives as long as the process:
+    # freeze it out of the collector's sight, so a full collection scans only what the
+    # connections and requests made. Without this, each full collection of a server with
+    # a thousand sockets paused every socket for 100–200 ms (bench/realtime.py, p99).
+    gc.collect()
+    gc.freeze()
+    # Young collections every 10,000 allocations instead of 700, full ones 10× rarer: an
+    # event fanned out to a thousand sockets makes tens of thousands of short-lived objects
+    # (many in reference cycles, inside eventlet and engineio), and collecting in the middle
+    # of that promoted them, so full collections, a pause of ~0.6 s at 5,000 sockets, came
+    # every second or two. Measured with bench/realtime.py against the defaults and 50,000.
+    gc.set_threshold(*gc_thresholds())
+    gc.callbacks.append(_watch_gc)
+    log.info("serving on %s:%s (%s); %s objects frozen", host, port, mode, gc.get_freeze_count())
     socketio.run(app, **kwargs)

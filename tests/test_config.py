@@ -44,3 +44,30 @@ def test_production_refuses_default_secrets(monkeypatch):
     with pytest.raises(RuntimeError):
         config.ProductionConfig.validate()
     _reload_config(monkeypatch)
+
+
+def test_gc_thresholds_come_from_the_environment_or_the_default(monkeypatch, caplog):
+    from app import server
+
+    monkeypatch.delenv("GC_THRESHOLDS", raising=False)
+    assert server.gc_thresholds() == server.GC_THRESHOLDS
+    monkeypatch.setenv("GC_THRESHOLDS", "20000,5,50")
+    assert server.gc_thresholds() == (20000, 5, 50)
+    for bad in ("1,2", "a,b,c", "0,10,10"):
+        monkeypatch.setenv("GC_THRESHOLDS", bad)
+        assert server.gc_thresholds() == server.GC_THRESHOLDS
+    assert "GC_THRESHOLDS" in caplog.text
+
+
+def test_a_long_collector_pause_is_logged(caplog):
+    import time
+
+    from app import server
+
+    server._watch_gc("start", {"generation": 2})
+    time.sleep(0.03)
+    server._watch_gc("stop", {"generation": 2, "collected": 7})
+    server._watch_gc("start", {"generation": 0})
+    server._watch_gc("stop", {"generation": 0, "collected": 0})
+    pauses = [r.getMessage() for r in caplog.records if "gc pause" in r.getMessage()]
+    assert len(pauses) == 1 and "generation 2" in pauses[0]

@@ -222,3 +222,32 @@ def test_graceful_shutdown_disconnects_clients_and_marks_them_offline(app, worke
     with app.app_context():
         db.session.expire_all()
         assert db.session.get(UserPresence, viewer.id).status == "offline"
+
+
+def test_production_server_streams_large_bodies_and_long_polling(server, editor):
+    """The eventlet server runs with 2 KB socket buffers (app/server.py): request and response
+    bodies far larger than that, and the polling transport, still go through intact."""
+    headers = {"Authorization": f"Bearer {editor.token}"}
+    api = f"{server.url}/api/v1"
+    episode = requests.post(f"{api}/episodes", headers=headers, timeout=10,
+                            json={"title": "Big bodies", "episode_number": 1}).json()
+    data = os.urandom(300_000)
+    r = requests.post(f"{api}/episodes/{episode['id']}/files", headers=headers, timeout=30,
+                      files={"file": ("big.bin", data, "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    url = requests.get(f"{api}/files/{r.json()['id']}/download-url", headers=headers,
+                       timeout=10).json()["url"]
+    got = requests.get(url if url.startswith("http") else server.url + url, timeout=30)
+    assert got.status_code == 200 and got.content == data
+    description = "x" * 20_000  # a large JSON request and response (the longest allowed)
+    r = requests.patch(f"{api}/episodes/{episode['id']}", headers=headers, timeout=10,
+                       json={"description": description})
+    assert r.status_code == 200 and r.json()["description"] == description
+    polling = sio_client.Client(reconnection=False)
+    polling.connect(server.url, namespaces=["/episodes"], auth={"token": editor.token},
+                    transports=["polling"], wait_timeout=10)
+    try:
+        ack = polling.call("join", {"episode_id": episode["id"]}, namespace="/episodes", timeout=10)
+        assert ack["ok"] is True
+    finally:
+        polling.disconnect()
