@@ -120,6 +120,10 @@ class Config:
     # Socket.IO message queue shared by every web process and worker (Redis).
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or REDIS_URL
     MAX_CONNECTIONS = _int("MAX_CONNECTIONS", 500)
+    # Engine.IO heartbeat: the server pings every interval; a client silent for the timeout
+    # after a ping is dropped (python-engineio's defaults).
+    SOCKETIO_PING_INTERVAL = _int("SOCKETIO_PING_INTERVAL", 25)
+    SOCKETIO_PING_TIMEOUT = _int("SOCKETIO_PING_TIMEOUT", 20)
     PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
 
     # OpenAPI (flask-smorest).

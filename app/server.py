@@ -56,20 +56,59 @@ def _watch_gc(phase: str, info: dict) -> None:
 
 
 def _small_buffer_protocol() -> type:
-    """eventlet's HTTP protocol with 2 KB read/write buffers instead of 8 KB and 16 KB.
+    """eventlet's HTTP protocol with 1 KB read/write buffers instead of 8 KB and 16 KB.
 
     A websocket keeps its upgrade request's buffered file objects for the whole life of
     the connection, unused: at the defaults that is 24 KB of every idle connection's memory
-    (bench/realtime.py, tracemalloc). Requests and responses larger than a buffer still
-    work, in more than one system call.
+    (bench/realtime.py, tracemalloc). 1 KB is nginx's default header buffer too; requests
+    and responses larger than a buffer still work, in more than one system call.
     """
     from eventlet import wsgi
 
     class SmallBufferHttpProtocol(wsgi.HttpProtocol):
-        rbufsize = 2048
-        wbufsize = 2048
+        rbufsize = 1024
+        wbufsize = 1024
 
     return SmallBufferHttpProtocol
+
+
+def schedule_pings_on_the_hub() -> None:
+    """Under eventlet, wait for an Engine.IO ping with a hub timer, not a sleeping green thread.
+
+    python-engineio (pinned) spawns a green thread per socket that sleeps ``ping_interval``
+    and then sends the ping: a suspended greenlet (its saved stack, a GreenThread, an Event)
+    for every idle connection, ~7 KB each (bench/realtime.py). A timer on eventlet's hub
+    does the same wait for the price of one Timer object; the send it then makes is a
+    non-blocking queue put, safe from the hub. Same conditions as the library's own
+    ``_send_ping``; tested in tests/test_e2e_realtime.py with a short interval.
+    """
+    import time
+
+    from engineio import packet
+    from engineio import socket as eio_socket
+    from eventlet import hubs
+
+    if getattr(eio_socket.Socket.schedule_ping, "on_hub", False):
+        return
+
+    def schedule_ping(self) -> None:
+        if not self.last_ping:  # only after the previous ping was answered
+            return
+        self.last_ping = None
+
+        def send_ping() -> None:
+            if self.closing or self.closed:
+                return
+            self.last_ping = time.time()
+            try:
+                self.send(packet.Packet(packet.PING))
+            except Exception:  # noqa: BLE001 - a socket closing meanwhile; never the hub
+                log.debug("ping to %s not sent", self.sid, exc_info=True)
+
+        hubs.get_hub().schedule_call_global(self.server.ping_interval, send_ping)
+
+    schedule_ping.on_hub = True  # type: ignore[attr-defined]
+    eio_socket.Socket.schedule_ping = schedule_ping
 
 
 def serve(app: Flask, *, host: str, port: int) -> None:
@@ -113,6 +152,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         # eventlet.wsgi defaults to 1,024 simultaneous connections; make the cap reachable.
         kwargs["max_size"] = cap + 64
         kwargs["protocol"] = _small_buffer_protocol()
+        schedule_pings_on_the_hub()
     elif mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True
     import gc

@@ -225,7 +225,7 @@ def test_graceful_shutdown_disconnects_clients_and_marks_them_offline(app, worke
 
 
 def test_production_server_streams_large_bodies_and_long_polling(server, editor):
-    """The eventlet server runs with 2 KB socket buffers (app/server.py): request and response
+    """The eventlet server runs with 1 KB socket buffers (app/server.py): request and response
     bodies far larger than that, and the polling transport, still go through intact."""
     headers = {"Authorization": f"Bearer {editor.token}"}
     api = f"{server.url}/api/v1"
@@ -251,3 +251,19 @@ def test_production_server_streams_large_bodies_and_long_polling(server, editor)
         assert ack["ok"] is True
     finally:
         polling.disconnect()
+
+
+def test_idle_clients_are_pinged_and_stay_connected(viewer):
+    """The eventlet server schedules Engine.IO pings on its hub (app/server.py): an idle
+    client keeps getting them, so it outlives many ping intervals (without pings, the
+    python-socketio client gives up after interval + timeout)."""
+    with web_server(async_mode="eventlet", SOCKETIO_PING_INTERVAL="1",
+                    SOCKETIO_PING_TIMEOUT="1") as s:
+        c = Client(s.url, viewer.token, ["/feed"])
+        lost = []
+        c.sio.on("disconnect", lambda *a: lost.append(True), namespace="/feed")
+        try:
+            time.sleep(5)  # a client that hears no ping for interval + timeout gives up
+            assert c.sio.connected and not lost
+        finally:
+            c.close()

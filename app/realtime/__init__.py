@@ -19,6 +19,8 @@ def init_realtime(app: Flask) -> None:
     options: dict = {
         "async_mode": app.config["SOCKETIO_ASYNC_MODE"],
         "cors_allowed_origins": cors_origins(app),
+        "ping_interval": app.config["SOCKETIO_PING_INTERVAL"],
+        "ping_timeout": app.config["SOCKETIO_PING_TIMEOUT"],
     }
     url = app.config.get("SOCKETIO_MESSAGE_QUEUE")
     if url and app.config.get("SOCKETIO_WRITE_ONLY"):
