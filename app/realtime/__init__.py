@@ -5,6 +5,9 @@ from flask import Flask
 from socketio import RedisManager
 
 from app.extensions import socketio
+from app.realtime.manager import IndexedManager, IndexedRedisManager
+
+CHANNEL = "flask-socketio"  # the Redis channel every web process and worker shares
 
 
 def cors_origins(app: Flask) -> list[str] | str:
@@ -25,9 +28,11 @@ def init_realtime(app: Flask) -> None:
     url = app.config.get("SOCKETIO_MESSAGE_QUEUE")
     if url and app.config.get("SOCKETIO_WRITE_ONLY"):
         # Celery workers only publish to the queue; they never listen or serve clients.
-        options["client_manager"] = RedisManager(url, channel="flask-socketio", write_only=True)
+        options["client_manager"] = RedisManager(url, channel=CHANNEL, write_only=True)
     elif url:
-        options["message_queue"] = url
+        options["client_manager"] = IndexedRedisManager(url, channel=CHANNEL)
+    else:
+        options["client_manager"] = IndexedManager()
     from app.realtime import connections
     from app.realtime.namespaces import register_namespaces
 
