@@ -122,8 +122,8 @@ class Config:
     MAX_CONNECTIONS = _int("MAX_CONNECTIONS", 500)
     # Engine.IO heartbeat: the server pings every interval; a client silent for the timeout
     # after a ping is dropped (python-engineio's defaults).
-    SOCKETIO_PING_INTERVAL = _int("SOCKETIO_PING_INTERVAL", 25)
-    SOCKETIO_PING_TIMEOUT = _int("SOCKETIO_PING_TIMEOUT", 20)
+    SOCKETIO_PING_INTERVAL = max(1, _int("SOCKETIO_PING_INTERVAL", 25))
+    SOCKETIO_PING_TIMEOUT = max(1, _int("SOCKETIO_PING_TIMEOUT", 20))
     PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
 
     # OpenAPI (flask-smorest).

@@ -169,6 +169,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
     # of that promoted them, so full collections, a pause of ~0.6 s at 5,000 sockets, came
     # every second or two. Measured with bench/realtime.py against the defaults and 50,000.
     gc.set_threshold(*gc_thresholds())
-    gc.callbacks.append(_watch_gc)
+    if _watch_gc not in gc.callbacks:
+        gc.callbacks.append(_watch_gc)
     log.info("serving on %s:%s (%s); %s objects frozen", host, port, mode, gc.get_freeze_count())
     socketio.run(app, **kwargs)

@@ -479,3 +479,17 @@ def test_a_cancel_before_the_completing_write_wins_over_a_held_back_100(app, cli
     assert final["status"] == "cancelled" and final["result"] is None
     assert names(app, job["id"])[-1] == "job_cancelled"
     assert "job_completed" not in names(app, job["id"])
+
+
+def test_only_the_first_100_defers_its_cancel_check(app, client, editor, episode):
+    """A handler still reporting 100% afterwards (a checksum finding more bytes than
+    recorded) is checked at each later call: a cancel stops it there, not at the end."""
+    with no_worker(app):
+        job = create(client, editor, episode["id"])
+    with app.app_context():
+        attempt = job_service.claim_job(job["id"])
+        checkpoint = runner.Checkpoint(attempt, interval=60, heartbeat=60)
+        checkpoint(100, "hashing")  # deferred
+        job_service.cancel_job(db.session.get(User, editor.id), job["id"])
+        with pytest.raises(JobCancelled):
+            checkpoint(100, "still hashing")

@@ -722,3 +722,25 @@ def test_smtp_down_keeps_the_digest_for_next_time(app, client, admin, editor):
             service.send_digests()
         assert db.session.scalar(select(NotificationPreference.last_digest_at)) is None
     assert rows(app)[0].digest_pending  # still waiting for the next digest
+
+
+def test_a_batch_with_a_broadcast_in_it_keeps_notification_ids_in_event_order(app, editor,
+                                                                              episode):
+    """Rule rows are inserted per batch, broadcasts on their own: the rows of one delivery
+    batch still get ids in the order of their events (pushes go out in id order)."""
+    job = {"job_id": 41, "episode_id": episode["id"], "type": "export", "created_by": editor.id}
+    with app.app_context():
+        events.record("job_created", action="created", actor=None, resource_type="job",
+                      resource_id=41, payload=job)
+        events.record(service.BROADCAST_EVENT, action="created", actor=None,
+                      resource_type="notification", resource_id=None,
+                      payload={"user_ids": [editor.id], "type": "admin:alert", "title": "Heads up",
+                               "message": "", "data": {}, "priority": "normal",
+                               "deliver_at": None, "expires_at": None, "recipients": 1})
+        events.record("job_completed", action="completed", actor=None, resource_type="job",
+                      resource_id=41, payload={**job, "results": {}})
+        db.session.commit()  # one commit: the three are delivered as one batch
+    mine = rows(app, Notification.user_id == editor.id)
+    assert [n.type for n in sorted(mine, key=lambda n: n.id)] == [
+        "job:created", "admin:alert", "job:completed"]
+    assert [n.event_id for n in sorted(mine, key=lambda n: n.id)] == sorted(n.event_id for n in mine)

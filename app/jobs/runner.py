@@ -50,6 +50,7 @@ class Checkpoint:
         self.pending: tuple[int, str] | None = None
         self.last_write = time.monotonic()
         self.deferred = False  # the completing write must check for a cancel
+        self.reached_100 = False
 
     def __call__(self, percent: int, message: str) -> None:
         if percent != self.sent:
@@ -62,8 +63,10 @@ class Checkpoint:
         elif now - self.last_write >= self.heartbeat:
             state = job_service.touch(self.attempt)
             self.last_write = now
-        elif percent == 100:
-            self.deferred = True
+        elif percent == 100 and not self.reached_100:
+            # Only the first 100%: a handler still reporting 100% after it (a checksum
+            # finding more bytes than recorded) checks at each call as usual.
+            self.reached_100 = self.deferred = True
             return
         else:
             state = job_service.checkpoint_state(self.attempt)

@@ -29,8 +29,10 @@ def init_realtime(app: Flask) -> None:
     if url and app.config.get("SOCKETIO_WRITE_ONLY"):
         # Celery workers only publish to the queue; they never listen or serve clients.
         options["client_manager"] = RedisManager(url, channel=CHANNEL, write_only=True)
-    elif url:
+    elif url and url.startswith(("redis://", "rediss://")):
         options["client_manager"] = IndexedRedisManager(url, channel=CHANNEL)
+    elif url:  # another kind of queue: Flask-SocketIO's own manager for it
+        options["message_queue"] = url
     else:
         options["client_manager"] = IndexedManager()
     from app.realtime import connections

@@ -95,7 +95,12 @@ def enqueue_many(event_ids: list[int]) -> bool:
 
     if not event_ids:
         return True
-    if get_redis() is not None:
+    try:
+        drainer = get_redis() is not None
+    except Exception as exc:  # noqa: BLE001 - the outbox keeps the events for the sweep
+        log.warning("enqueue of events %s failed, left in the outbox: %s", event_ids, exc)
+        return False
+    if drainer:
         return enqueue(event_ids[-1])
     return all([enqueue(event_id) for event_id in event_ids])
 

@@ -469,18 +469,25 @@ def create_for_events(events: Sequence[DomainEvent]) -> int:
     """Delivery step (in the delivery transaction): the notification rows of a batch.
 
     The rules run per event; the recipients' preferences are read once and the rows are
-    inserted in one statement for the whole batch. Idempotent on the event id: a second
-    delivery inserts nothing and does not fail.
+    inserted in one statement per run of rule events (a broadcast, its own INSERT ...
+    SELECT, goes in between, so row ids follow event order). Idempotent on the event id:
+    a second delivery inserts nothing and does not fail.
     """
     created = 0
     planned: list[tuple[DomainEvent, rules.Planned]] = []
     for event in events:
         if event.name == BROADCAST_EVENT:
-            created += _create_broadcast(event)
+            created += _insert_planned(planned) + _create_broadcast(event)
+            planned = []
         elif event.name in RULE_EVENTS:
             planned += [(event, item) for item in rules.plan(event)]
+    return created + _insert_planned(planned)
+
+
+def _insert_planned(planned: list[tuple[DomainEvent, rules.Planned]]) -> int:
+    """Store what the rules planned, minus what preferences drop; how many rows were new."""
     if not planned:
-        return created
+        return 0
     now = utcnow()
     prefs = load_prefs(item.user_id for _event, item in planned)
     rows = []
@@ -491,7 +498,7 @@ def create_for_events(events: Sequence[DomainEvent]) -> int:
         title, message = render(item.type, item.variables)
         rows.append(_row(item.user_id, item.type, title, message, data=item.data,
                          priority=item.priority, event_id=event.id, now=now))
-    return created + len(_insert_rows(rows))
+    return len(_insert_rows(rows))
 
 
 def _recipients(target: Mapping[str, Any]) -> list[int]:
