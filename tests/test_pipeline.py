@@ -199,3 +199,22 @@ def test_one_commit_wakes_delivery_once_for_all_its_events(app, monkeypatch):
         db.session.rollback()
         db.session.commit()
     assert woken == [[first, *rest]]
+
+
+def test_a_released_savepoint_is_not_the_commit(app, monkeypatch):
+    """SQLAlchemy calls after_commit when a SAVEPOINT is released too; the wake-up waits for
+    the real commit, and an outer rollback drops it."""
+    from app.services import events
+
+    woken: list[list[int]] = []
+    monkeypatch.setattr(events, "enqueue_many", lambda ids: woken.append(list(ids)))
+    spec = {"action": "", "actor": None, "resource_type": "system", "resource_id": None}
+    with app.app_context():
+        with db.session.begin_nested():
+            events.record("admin_alert", **spec)
+        assert woken == []
+        db.session.rollback()
+        with db.session.begin_nested():
+            kept = events.record("admin_alert", **spec).id
+        db.session.commit()
+    assert woken == [[kept]]

@@ -60,6 +60,8 @@ def commit_keeping_state(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_callbacks(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT released: the callbacks wait for the real commit
     callbacks = session.info.pop(_KEY, [])
     session.info.pop(_COLLECTORS, None)
     for callback in callbacks:
