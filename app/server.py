@@ -1,10 +1,13 @@
-"""Running the web process: Socket.IO server, embedded worker, file descriptor limit."""
+"""Running the web process: Socket.IO server, embedded worker, file descriptor limit, and the
+tuning a process holding thousands of sockets needs (collector, buffers, pings)."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import resource
 import signal
+import time
 
 from flask import Flask
 
@@ -26,7 +29,7 @@ GC_THRESHOLDS = (10_000, 10, 100)
 
 
 def gc_thresholds() -> tuple[int, ...]:
-    """The collector thresholds of a serving process: ``GC_THRESHOLDS`` ("50000,20,10")
+    """The collector thresholds of a serving process: ``GC_THRESHOLDS`` ("10000,10,100")
     from the environment, else the default above."""
     raw = os.environ.get("GC_THRESHOLDS", "")
     try:
@@ -38,13 +41,13 @@ def gc_thresholds() -> tuple[int, ...]:
             log.warning("GC_THRESHOLDS=%r is not three positive integers; using %s", raw, GC_THRESHOLDS)
         return GC_THRESHOLDS
     return values
+
+
 _gc_started: dict[int, float] = {}
 
 
 def _watch_gc(phase: str, info: dict) -> None:
     """Log collector pauses long enough to show up as event latency."""
-    import time
-
     gen = info.get("generation", 0)
     if phase == "start":
         _gc_started[gen] = time.perf_counter()
@@ -53,6 +56,24 @@ def _watch_gc(phase: str, info: dict) -> None:
         if took >= 20:
             log.warning("gc pause: generation %s took %.0f ms (%s collected)", gen, took,
                         info.get("collected"))
+
+
+def tune_gc() -> None:
+    """Collector settings for a long-lived serving process (measured with bench/realtime.py).
+
+    Everything alive at start (modules, app, mappers, caches) lives as long as the process:
+    ``gc.freeze()`` takes it out of the collector's sight, so a full collection scans only
+    what connections and requests made. And young collections every 10,000 allocations
+    instead of 700, full ones 10× rarer: an event fanned out to thousands of sockets makes
+    tens of thousands of short-lived objects (many in reference cycles, inside eventlet and
+    engineio); collecting in the middle of that promoted them, and full collections, a
+    pause of every socket for ~0.6 s at 5,000 connections, came every second or two.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*gc_thresholds())
+    if _watch_gc not in gc.callbacks:
+        gc.callbacks.append(_watch_gc)
 
 
 def _small_buffer_protocol() -> type:
@@ -82,8 +103,6 @@ def schedule_pings_on_the_hub() -> None:
     non-blocking queue put, safe from the hub. Same conditions as the library's own
     ``_send_ping``; tested in tests/test_e2e_realtime.py with a short interval.
     """
-    import time
-
     from engineio import packet
     from engineio import socket as eio_socket
     from eventlet import hubs
@@ -155,21 +174,6 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         schedule_pings_on_the_hub()
     elif mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True
-    import gc
-
-    # Everything alive now (modules, app, mappers, caches) lives as long as the process:
-    # freeze it out of the collector's sight, so a full collection scans only what the
-    # connections and requests made. Without this, each full collection of a server with
-    # a thousand sockets paused every socket for 100–200 ms (bench/realtime.py, p99).
-    gc.collect()
-    gc.freeze()
-    # Young collections every 10,000 allocations instead of 700, full ones 10× rarer: an
-    # event fanned out to a thousand sockets makes tens of thousands of short-lived objects
-    # (many in reference cycles, inside eventlet and engineio), and collecting in the middle
-    # of that promoted them, so full collections, a pause of ~0.6 s at 5,000 sockets, came
-    # every second or two. Measured with bench/realtime.py against the defaults and 50,000.
-    gc.set_threshold(*gc_thresholds())
-    if _watch_gc not in gc.callbacks:
-        gc.callbacks.append(_watch_gc)
+    tune_gc()
     log.info("serving on %s:%s (%s); %s objects frozen", host, port, mode, gc.get_freeze_count())
     socketio.run(app, **kwargs)
