@@ -40,7 +40,7 @@ class Checkpoint:
     If the throttle held back the final 100%, the completion sends it in the same commit as
     ``job_completed``: clients always see the end, and a short job costs one commit less.
     The cancel check of a held-back 100% is left to that completing write too (``deferred``):
-    a cancel requested before it still wins, and a short job costs one more round trip less.
+    a cancel requested before it still wins, and a short job saves a read and its commit.
     """
 
     def __init__(self, attempt: Attempt, *, interval: float, heartbeat: float) -> None:
