@@ -21,12 +21,9 @@ class IndexedRoomsMixin:
     pending_connect: dict
     pending_disconnect: dict
 
-    @property
-    def _rooms_of(self) -> dict[tuple[str, str], set]:
-        index = self.__dict__.get("_sid_rooms")
-        if index is None:
-            index = self.__dict__["_sid_rooms"] = {}
-        return index
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._rooms_of: dict[tuple[str, str], set] = {}
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
