@@ -110,3 +110,59 @@ def pct(values: list[float], p: float) -> float:
 def summary(values: list[float]) -> str:
     return (f"p50 {pct(values, 50):.2f} ms, p99 {pct(values, 99):.2f} ms, "
             f"mean {statistics.fmean(values):.2f} ms")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        found += [int(c) for c in children]
+        todo += [int(c) for c in children]
+    return found
+
+
+def cpu_snapshot(groups: dict[str, tuple[int, str]]) -> dict[str, float]:
+    """CPU seconds used so far by each named group, by PostgreSQL and by Redis.
+
+    A group is ``(pid, "tree" | "self" | "children")``: the process with its descendants,
+    the process alone, or its descendants alone. Server processes are found by their
+    command name, so their figures include any other client: run on a quiet machine.
+    """
+    snap = {}
+    for name, (pid, scope) in groups.items():
+        pids = {"tree": [pid, *_descendants(pid)], "self": [pid],
+                "children": _descendants(pid)}[scope]
+        snap[name] = sum(_cpu_seconds(p) for p in pids)
+    snap["postgres"] = snap["redis"] = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if comm.startswith("postgres"):
+            snap["postgres"] += _cpu_seconds(int(entry.name))
+        elif comm.startswith("redis-server"):
+            snap["redis"] += _cpu_seconds(int(entry.name))
+    snap["this process"] = sum(os.times()[:2])
+    return snap
+
+
+def cpu_per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -> str:
+    """``name a.b ms`` per item for each group, and the total."""
+    parts = {name: (after[name] - before.get(name, 0.0)) * 1000 / items for name in after}
+    total = sum(parts.values())
+    return ", ".join(f"{name} {ms:.1f}" for name, ms in parts.items()) + f"; total {total:.1f} ms"

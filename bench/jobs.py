@@ -25,7 +25,19 @@ import time
 
 import requests
 import socketio
-from _common import ROOT, create_user, migrate, pct, setup_env, start_worker, stop, summary, wait_for_log
+from _common import (
+    ROOT,
+    cpu_per_item_ms,
+    cpu_snapshot,
+    create_user,
+    migrate,
+    pct,
+    setup_env,
+    start_worker,
+    stop,
+    summary,
+    wait_for_log,
+)
 
 PORT = 5123
 
@@ -188,6 +200,9 @@ def main() -> None:
                 ids.extend(mine)
 
         threads = [threading.Thread(target=producer) for _ in range(args.clients)]
+        groups = {"web": (web.pid, "tree"), "worker main": (worker.pid, "self"),
+                  "worker pool": (worker.pid, "children")}
+        cpu_before = cpu_snapshot(groups)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -197,6 +212,7 @@ def main() -> None:
         if not listener.wait(ids, 600):
             missing = [j for j in ids if j not in listener.completed]
             raise SystemExit(f"{len(missing)} jobs never reported completed, e.g. {missing[:5]}")
+        cpu_after = cpu_snapshot(groups)
         last = max(listener.completed[j] for j in ids)
         elapsed = last - t0
         busy_start = start_latencies_ms(env, ids)
@@ -209,6 +225,7 @@ def main() -> None:
               f"({len(ids) / span:.0f} jobs/s)")
         print(f"  queue-to-start latency under load: {summary(busy_start)}")
         print(f"  max queue-to-start under load: {pct(busy_start, 100):.0f} ms")
+        print(f"  CPU per job, ms: {cpu_per_item_ms(cpu_before, cpu_after, len(ids))}")
     finally:
         if listener is not None:
             listener.sio.disconnect()

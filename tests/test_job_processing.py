@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.jobs import handlers, runner
@@ -93,7 +93,7 @@ def download(client, user, file_id) -> bytes:
 # ---- creation and validation -------------------------------------------------------------
 
 
-def test_unknown_type_or_bad_params_is_422(client, editor, viewer, episode):
+def test_unknown_type_or_bad_params_is_422(app, client, editor, viewer, episode):
     cases = [
         ({"type": "transmogrify", "episode_id": episode["id"]}, "type"),
         ({"type": "noop", "episode_id": episode["id"], "params": {"steps": 0}}, "params"),
@@ -109,8 +109,14 @@ def test_unknown_type_or_bad_params_is_422(client, editor, viewer, episode):
         assert field in response.json["error"]["details"]
     assert client.post("/api/v1/jobs", headers=viewer.headers,
                        json={"type": "noop", "episode_id": episode["id"]}).status_code == 403
-    assert client.post("/api/v1/jobs", headers=editor.headers,
-                       json={"type": "noop", "episode_id": 99999}).status_code == 404
+    missing = client.post("/api/v1/jobs", headers=editor.headers,
+                          json={"type": "noop", "episode_id": 99999})
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
+    # Nothing half-written: the refused INSERT left no job and no event behind.
+    assert client.get("/api/v1/jobs", headers=editor.headers).json["items"] == []
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(DomainEvent)
+                                 .where(DomainEvent.resource_type == "job")) == 0
 
 
 def test_noop_job_runs_through_every_state_with_events_in_order(app, client, editor, episode):

@@ -218,3 +218,49 @@ def test_a_released_savepoint_is_not_the_commit(app, monkeypatch):
             kept = events.record("admin_alert", **spec).id
         db.session.commit()
     assert woken == [[kept]]
+
+
+def test_a_batch_reads_each_actor_and_episode_once(app, editor, episode, monkeypatch):
+    """Delivery reads the rows its events name once per batch, not once per event (the
+    session's identity map holds rows weakly, so per-event lookups each paid a SELECT), and
+    writes the batch's activity rows in one statement."""
+    import re
+
+    from sqlalchemy import event as sa_event
+
+    from app.models import Notification, User
+    from app.services import jobs as job_service
+
+    monkeypatch.setattr(job_service, "enqueue_after_commit", lambda *a, **k: None)
+    with app.app_context():
+        actor = db.session.get(User, editor.id)
+        for _ in range(10):
+            job_service.create_job(actor, {"type": "noop", "episode_id": episode["id"]})
+        db.session.execute(update(DomainEvent).values(delivered_at=None))  # eager delivery ran
+        db.session.execute(Notification.__table__.delete())
+        db.session.execute(ActivityLog.__table__.delete())
+        db.session.commit()
+        db.session.expunge_all()
+        del actor
+
+        statements: list[str] = []
+
+        def count(_conn, _cursor, statement, *_args):
+            statements.append(statement)
+
+        sa_event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            delivered = delivery.deliver_batch()
+        finally:
+            sa_event.remove(db.engine, "before_cursor_execute", count)
+    assert len(delivered) >= 10
+    def reads_by_id(table: str) -> list[str]:
+        return [s for s in statements
+                if re.search(rf"FROM {table}\b.*\bWHERE .*\b{table}\.id (IN|=)", s, re.S)]
+
+    assert len(reads_by_id("users")) == 1, reads_by_id("users")
+    assert len(reads_by_id("episodes")) == 1, reads_by_id("episodes")
+    # The batch's activity rows go in one multi-row INSERT, not one statement per row.
+    assert len([s for s in statements if s.startswith("INSERT INTO activity_logs")]) == 1
+    assert _count(app, ActivityLog) == len(delivered)
+    assert _count(app, Notification, Notification.type == "job:created") == 10

@@ -136,11 +136,12 @@ def event_envelope(event: DomainEvent, actor: User | None) -> dict:
 
 def emit_domain_events(events: list[DomainEvent]) -> int:
     """Delivery step: every event of a batch to its rooms, in id order, in one pipeline."""
-    from app.extensions import db
+    from app.services.batch import rows_by_id
 
+    actors = rows_by_id(User, (event.actor_id for event in events))
     messages = []
     for event in events:
-        actor = db.session.get(User, event.actor_id) if event.actor_id else None  # identity map
+        actor = actors.get(event.actor_id) if event.actor_id else None
         payload = event_envelope(event, actor)
         messages.extend((route, event.name, payload) for route in routes_for(event))
     return emit_many(messages)

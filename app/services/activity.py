@@ -11,6 +11,7 @@ from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import ActivityLog, DomainEvent, Episode, File, Job, User, isoformat, utcnow
 from app.models.base import insert_for_dialect
+from app.services.batch import rows_by_id
 
 ACTIONS = (
     "created", "updated", "deleted", "published", "approved", "rejected", "assigned",
@@ -97,23 +98,23 @@ def row_values_from_event(event: DomainEvent, actor: User | None) -> dict:
 
 
 def log_events(events: list[DomainEvent]) -> int:
-    """Write the activity rows of a batch of events in one INSERT (idempotent on event id)."""
+    """Write the activity rows of a batch of events in one INSERT; how many were new.
+
+    Idempotent on the event id: ``ON CONFLICT DO NOTHING`` skips the rows an earlier
+    delivery (or a concurrent deliverer: SQLite has no SKIP LOCKED) already wrote, so no
+    SELECT of what exists goes first. ``RETURNING`` makes SQLAlchemy send the rows as one
+    multi-row INSERT ("insertmanyvalues"), not one INSERT per row through executemany.
+    """
     wanted = [e for e in events if e.action]
     if not wanted:
         return 0
-    existing = set(db.session.scalars(
-        select(ActivityLog.event_id).where(ActivityLog.event_id.in_([e.id for e in wanted]))))
-    wanted = [e for e in wanted if e.id not in existing]
-    if not wanted:
-        return 0
-    actors = users_by_id(e.actor_id for e in wanted)
-    rows = []
-    for event in wanted:
-        rows.append(row_values_from_event(event, actors.get(event.actor_id)))
-    # ON CONFLICT: a concurrent deliverer (SQLite has no SKIP LOCKED) may have written one.
-    db.session.execute(insert_for_dialect(ActivityLog.__table__)
-                       .on_conflict_do_nothing(index_elements=["event_id"]), rows)
-    return len(rows)
+    actors = rows_by_id(User, (e.actor_id for e in wanted))
+    rows = [row_values_from_event(event, actors.get(event.actor_id)) for event in wanted]
+    table = ActivityLog.__table__
+    inserted = db.session.execute(
+        insert_for_dialect(table).on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(table.c.event_id), rows)
+    return len(inserted.all())
 
 
 def bulk_log(entries: Iterable[dict]) -> int:

@@ -33,7 +33,7 @@ from app.extensions import db
 from app.models import DomainEvent, utcnow
 from app.realtime import emit
 from app.services import activity, notifications
-from app.services.batch import new_batch
+from app.services.batch import end_batch, new_batch
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def deliver_batch(*, including: int | None = None, ids: Iterable[int] | None = N
     try:
         return _deliver_claimed(ids, including, limit)
     finally:
+        end_batch()
         session.expire_on_commit = previous
         session.expire_all()  # the caller's session must not keep this batch's stale state
 

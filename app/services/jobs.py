@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, NotFound
 from app.extensions import db
@@ -101,8 +102,6 @@ def enqueue_after_commit(job_id: int, *, countdown: float | None = None) -> None
 
 def create_job(actor: User, data: dict[str, Any]) -> Job:
     spec, params = validate_params(data["type"], data.get("params"))
-    if db.session.scalar(select(Episode.id).where(Episode.id == data["episode_id"])) is None:
-        raise NotFound("Episode not found")
     job = Job(
         type=spec.name,
         episode_id=data["episode_id"],
@@ -112,7 +111,15 @@ def create_job(actor: User, data: dict[str, Any]) -> Job:
         created_by=actor.id,
     )
     db.session.add(job)
-    db.session.flush()
+    try:
+        # The foreign key checks the episode exists: no SELECT before the INSERT, which is
+        # one round trip less on the busiest write (the error path pays for the look).
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        if db.session.scalar(select(Episode.id).where(Episode.id == data["episode_id"])) is None:
+            raise NotFound("Episode not found") from None
+        raise
     _record(job, "job_created", "created", actor)
     enqueue_after_commit(job.id)
     commit_keeping_state(db.session())

@@ -27,7 +27,7 @@ from sqlalchemy import func, or_, select
 
 from app.extensions import db
 from app.models import DomainEvent, Episode, User
-from app.services.batch import batch_cache
+from app.services.batch import batch_cache, row_by_id
 
 MAX_MENTIONS = 50
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9._-]{0,119})")
@@ -43,12 +43,12 @@ class Facts:
 
     @cached_property
     def actor(self) -> User | None:
-        return db.session.get(User, self.event.actor_id) if self.event.actor_id else None
+        return row_by_id(User, self.event.actor_id) if self.event.actor_id else None
 
     @cached_property
     def episode(self) -> Episode | None:
         episode_id = self.payload.get("episode_id")
-        return db.session.get(Episode, episode_id) if episode_id is not None else None
+        return row_by_id(Episode, episode_id) if episode_id is not None else None
 
     @cached_property
     def admin_ids(self) -> list[int]:

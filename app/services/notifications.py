@@ -47,7 +47,7 @@ from sqlalchemy.types import TypeEngine
 
 from app.errors import NotFound, ValidationError
 from app.extensions import db
-from app.models import DomainEvent, Notification, NotificationPreference, User, isoformat, utcnow
+from app.models import DomainEvent, Episode, Notification, NotificationPreference, User, isoformat, utcnow
 from app.models.base import insert_for_dialect
 from app.models.core import ROLES
 from app.models.notifications import PRIORITIES
@@ -55,6 +55,7 @@ from app.realtime.emit import FEED, emit_many, emit_to, envelope, user_room
 from app.redis_client import get_redis
 from app.services import events, mail
 from app.services import notification_rules as rules
+from app.services.batch import rows_by_id
 from app.services.transaction import on_commit
 
 log = logging.getLogger(__name__)
@@ -475,6 +476,12 @@ def create_for_events(events: Sequence[DomainEvent]) -> int:
     """
     created = 0
     planned: list[tuple[DomainEvent, rules.Planned]] = []
+    # The rows the rules will read, in one query each for the whole batch (job and file
+    # events name an episode; episode events carry their title and owner).
+    rule_events = [e for e in events if e.name in RULE_EVENTS]
+    rows_by_id(User, (e.actor_id for e in rule_events))
+    rows_by_id(Episode, ((e.payload or {}).get("episode_id") for e in rule_events
+                         if not e.name.startswith("episode_")))
     for event in events:
         if event.name == BROADCAST_EVENT:
             created += _insert_planned(planned) + _create_broadcast(event)
