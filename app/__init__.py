@@ -48,6 +48,11 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.tasks import celery_init_app
 
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        from app.db_pool import ping_when_idle
+
+        with app.app_context():
+            ping_when_idle(db.engine, app.config["DB_PING_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
                      render_as_batch=True, compare_type=True)
     jwt.init_app(app)

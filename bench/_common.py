@@ -166,3 +166,29 @@ def cpu_per_item_ms(before: dict[str, float], after: dict[str, float], items: in
     parts = {name: (after[name] - before.get(name, 0.0)) * 1000 / items for name in after}
     total = sum(parts.values())
     return ", ".join(f"{name} {ms:.1f}" for name, ms in parts.items()) + f"; total {total:.1f} ms"
+
+
+def round_trip_counts(db_url: str, redis_url: str) -> dict[str, float]:
+    """Work counters of the servers: Redis commands, PostgreSQL transactions of the
+    database and (with pg_stat_statements loaded) its statements. Take two and subtract."""
+    import redis
+
+    stats = redis.Redis.from_url(redis_url).info("commandstats")
+    counts = {"redis commands": float(sum(v["calls"] for v in stats.values()))}
+    name = db_url.rsplit("/", 1)[1]
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        counts["pg transactions"] = float(conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (name,)).fetchone()[0])
+        try:
+            counts["pg statements"] = float(conn.execute(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
+                "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s", (name,)).fetchone()[0])
+        except psycopg.Error:
+            pass  # the extension is not loaded on this server
+    return counts
+
+
+def per_item(before: dict[str, float], after: dict[str, float], items: int) -> str:
+    return ", ".join(f"{name} {(after[name] - before[name]) / items:.1f}"
+                     for name in after if name in before)

@@ -32,6 +32,8 @@ from _common import (
     create_user,
     migrate,
     pct,
+    per_item,
+    round_trip_counts,
     setup_env,
     start_worker,
     stop,
@@ -203,6 +205,7 @@ def main() -> None:
         groups = {"web": (web.pid, "tree"), "worker main": (worker.pid, "self"),
                   "worker pool": (worker.pid, "children")}
         cpu_before = cpu_snapshot(groups)
+        work_before = round_trip_counts(env["DATABASE_URL"], env["REDIS_URL"])
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -213,6 +216,7 @@ def main() -> None:
             missing = [j for j in ids if j not in listener.completed]
             raise SystemExit(f"{len(missing)} jobs never reported completed, e.g. {missing[:5]}")
         cpu_after = cpu_snapshot(groups)
+        work_after = round_trip_counts(env["DATABASE_URL"], env["REDIS_URL"])
         last = max(listener.completed[j] for j in ids)
         elapsed = last - t0
         busy_start = start_latencies_ms(env, ids)
@@ -226,6 +230,7 @@ def main() -> None:
         print(f"  queue-to-start latency under load: {summary(busy_start)}")
         print(f"  max queue-to-start under load: {pct(busy_start, 100):.0f} ms")
         print(f"  CPU per job, ms: {cpu_per_item_ms(cpu_before, cpu_after, len(ids))}")
+        print(f"  server work per job: {per_item(work_before, work_after, len(ids))}")
     finally:
         if listener is not None:
             listener.sio.disconnect()
