@@ -223,7 +223,8 @@ def test_a_released_savepoint_is_not_the_commit(app, monkeypatch):
 def test_a_batch_reads_each_actor_and_episode_once(app, editor, episode, monkeypatch):
     """Delivery reads the rows its events name once per batch, not once per event (the
     session's identity map holds rows weakly, so per-event lookups each paid a SELECT), and
-    writes the batch's activity rows in one statement."""
+    writes the batch's activity rows in one call; its notifications are pushed with no
+    read-backs."""
     import re
 
     from sqlalchemy import event as sa_event
@@ -260,7 +261,15 @@ def test_a_batch_reads_each_actor_and_episode_once(app, editor, episode, monkeyp
 
     assert len(reads_by_id("users")) == 1, reads_by_id("users")
     assert len(reads_by_id("episodes")) == 1, reads_by_id("episodes")
-    # The batch's activity rows go in one multi-row INSERT, not one statement per row.
+    # The batch's activity rows go in one executemany, with no SELECT of existing rows first.
     assert len([s for s in statements if s.startswith("INSERT INTO activity_logs")]) == 1
+    assert not [s for s in statements if s.startswith("SELECT activity_logs")]
+    # Preferences are read once for storing and pushing; the push names actors from the
+    # batch and claims its rows without counting them first.
+    assert len([s for s in statements if "FROM notification_preferences" in s]) == 1
+    assert not [s for s in statements if "FROM domain_events JOIN users" in s]
+    count_first = r"SELECT notifications.id\s+FROM notifications\s+WHERE notifications.event_id"
+    assert not [s for s in statements if re.match(count_first, s)]
     assert _count(app, ActivityLog) == len(delivered)
     assert _count(app, Notification, Notification.type == "job:created") == 10
+    assert _count(app, Notification, Notification.delivered_at.is_(None)) == 0  # all pushed

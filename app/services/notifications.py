@@ -55,7 +55,7 @@ from app.realtime.emit import FEED, emit_many, emit_to, envelope, user_room
 from app.redis_client import get_redis
 from app.services import events, mail
 from app.services import notification_rules as rules
-from app.services.batch import rows_by_id
+from app.services.batch import batch_cache, rows_by_id
 from app.services.transaction import on_commit
 
 log = logging.getLogger(__name__)
@@ -282,13 +282,20 @@ def should_notify(prefs: Prefs, *, type: str, priority: str, now: datetime,
 
 
 def load_prefs(user_ids: Iterable[int]) -> dict[int, Prefs]:
-    """Preferences of many users (defaults for those without a row), in chunked queries."""
+    """Preferences of many users (defaults for those without a row), in chunked queries.
+
+    Within a delivery batch they are read once: the rows are stored and then pushed by the
+    same batch, both of which need them.
+    """
     ids = sorted(set(user_ids))
+    cached: dict[int, Prefs] = batch_cache().setdefault("prefs", {})
+    missing = [uid for uid in ids if uid not in cached]
     found: dict[int, Prefs] = {}
-    for condition in id_in(NotificationPreference.user_id, ids):
+    for condition in id_in(NotificationPreference.user_id, missing):
         for row in db.session.scalars(select(NotificationPreference).where(condition)):
             found[row.user_id] = Prefs.from_row(row)
-    return {uid: found.get(uid, Prefs()) for uid in ids}
+    cached.update({uid: found.get(uid, Prefs()) for uid in missing})
+    return {uid: cached[uid] for uid in ids}
 
 
 def preferences_dict(row: NotificationPreference | None) -> dict:
@@ -488,7 +495,9 @@ def create_for_events(events: Sequence[DomainEvent]) -> int:
             planned = []
         elif event.name in RULE_EVENTS:
             planned += [(event, item) for item in rules.plan(event)]
-    return created + _insert_planned(planned)
+    created += _insert_planned(planned)
+    batch_cache()["notifications_created"] = created  # push_for_events sizes its dispatch by it
+    return created
 
 
 def _insert_planned(planned: list[tuple[DomainEvent, rules.Planned]]) -> int:
@@ -661,7 +670,8 @@ class DispatchResult:
 
 
 def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
-             limit: int | None = None) -> DispatchResult:
+             limit: int | None = None,
+             actors: Mapping[int, dict] | None = None) -> DispatchResult:
     """Decide and act for every undelivered, due row matching ``condition``; commits.
 
     The rows are claimed by one ``UPDATE ... SET delivered_at ... RETURNING``: a second
@@ -693,7 +703,8 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
     prefs = load_prefs(r.user_id for r in rows)
     limit_per_hour = current_app.config["NOTIFICATION_RATE_LIMIT_PER_HOUR"]
     positions = rate_positions([(r.id, r.user_id) for r in rows], now)
-    actors = _actors_of({r.event_id for r in rows if r.event_id})
+    if actors is None:
+        actors = _actors_of({r.event_id for r in rows if r.event_id})
     pushes: list[tuple[int, dict]] = []
     for row in rows:
         decision = should_notify(prefs[row.user_id], type=row.type, priority=row.priority, now=now,
@@ -746,17 +757,28 @@ def push_for_events(events: Sequence[DomainEvent]) -> int:
     it is done here; should a range task be lost, the beat sweep (:func:`deliver_due`)
     picks its rows up.
     """
-    event_ids = [event.id for event in events if event.name in RULE_EVENTS]
-    if not event_ids:
+    rule_events = [event for event in events if event.name in RULE_EVENTS]
+    if not rule_events:
         return 0
+    event_ids = [event.id for event in rule_events]
     now = utcnow()
+    size = current_app.config["NOTIFICATION_DISPATCH_BATCH"]
+    created = batch_cache().get("notifications_created")
+    if (created is not None and created <= size
+            and not any(event.name == BROADCAST_EVENT for event in rule_events)):
+        # The usual case: rule events made a handful of rows (rules reach a few users
+        # each, so rows an earlier, failed delivery made are few too). Dispatch them at
+        # once, naming the actors from the batch instead of reading them back.
+        users = rows_by_id(User, (event.actor_id for event in rule_events))
+        actors = {event.id: {"id": user.id, "name": user.name} for event in rule_events
+                  if (user := users.get(event.actor_id)) is not None}
+        return dispatch(Notification.event_id.in_(event_ids), now=now, actors=actors).total
     ids = list(db.session.scalars(
         select(Notification.id)
         .where(Notification.event_id.in_(event_ids), Notification.delivered_at.is_(None), due(now))
         .order_by(Notification.id)))
     if not ids:
         return 0
-    size = current_app.config["NOTIFICATION_DISPATCH_BATCH"]
     if len(ids) <= size:
         return dispatch(Notification.event_id.in_(event_ids), now=now).total
     from workers.notifications import dispatch_range  # lazy: workers import services
