@@ -11,6 +11,8 @@ import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from sqlalchemy import insert
+
 from app.extensions import db
 from app.models import DomainEvent, User
 from app.services.transaction import collect_on_commit
@@ -29,33 +31,46 @@ class RequestMeta:
 request_meta: ContextVar[RequestMeta] = ContextVar("request_meta", default=RequestMeta())  # noqa: B039 - frozen dataclass
 
 
-def _new_event(name: str, *, action: str, actor: User | None, resource_type: str,
-               resource_id: int | None, resource_name: str | None = None,
-               payload: dict | None = None, changes: dict | None = None) -> DomainEvent:
+@dataclass(frozen=True)
+class Recorded:
+    """An event appended to the outbox (callers need its id, for responses and tests)."""
+
+    id: int
+    name: str
+
+
+def _values(name: str, *, action: str, actor: User | None, resource_type: str,
+            resource_id: int | None, resource_name: str | None = None,
+            payload: dict | None = None, changes: dict | None = None) -> dict:
     meta = request_meta.get()
-    return DomainEvent(
-        name=name,
-        action=action,
-        actor_id=actor.id if actor is not None else None,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        resource_name=resource_name,
-        payload=payload or {},
-        changes=changes,
-        ip_address=meta.ip_address,
-        user_agent=(meta.user_agent or "")[:512] or None,
-    )
+    return {
+        "name": name,
+        "action": action,
+        "actor_id": actor.id if actor is not None else None,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "resource_name": resource_name,
+        "payload": payload or {},
+        "changes": changes,
+        "ip_address": meta.ip_address,
+        "user_agent": (meta.user_agent or "")[:512] or None,
+    }
 
 
-def record_many(specs: list[dict]) -> list[DomainEvent]:
-    """Append many events with one flush (bulk INSERT); each spec holds ``record``'s arguments."""
-    rows = [_new_event(spec.pop("name"), **spec) for spec in specs]
+# A Core INSERT ... RETURNING id, not an ORM add + flush: the outbox row is written once and
+# never read back in this transaction, and the unit of work cost twice as much CPU per row.
+_TABLE = DomainEvent.__table__
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+
+
+def record_many(specs: list[dict]) -> list[Recorded]:
+    """Append many events with one INSERT, ids in list order; specs hold ``record``'s arguments."""
+    rows = [_values(spec.pop("name"), **spec) for spec in specs]
     if not rows:
-        return rows
-    db.session.add_all(rows)
-    db.session.flush()
-    _wake_after_commit([row.id for row in rows])
-    return rows
+        return []
+    ids = list(db.session.execute(_INSERT, rows).scalars())
+    _wake_after_commit(ids)
+    return [Recorded(event_id, row["name"]) for event_id, row in zip(ids, rows, strict=True)]
 
 
 def record(
@@ -68,15 +83,14 @@ def record(
     resource_name: str | None = None,
     payload: dict | None = None,
     changes: dict | None = None,
-) -> DomainEvent:
+) -> Recorded:
     """Append one event to the outbox in the current transaction."""
-    evt = _new_event(name, action=action, actor=actor, resource_type=resource_type,
+    values = _values(name, action=action, actor=actor, resource_type=resource_type,
                      resource_id=resource_id, resource_name=resource_name, payload=payload,
                      changes=changes)
-    db.session.add(evt)
-    db.session.flush()  # the id is needed for the after-commit enqueue
-    _wake_after_commit([evt.id])
-    return evt
+    event_id = db.session.execute(_INSERT, values).scalar_one()
+    _wake_after_commit([event_id])  # the id is what the after-commit wake-up names
+    return Recorded(event_id, name)
 
 
 def _wake_after_commit(event_ids: list[int]) -> None:
