@@ -115,3 +115,17 @@ def test_bulk_log_writes_many_rows_at_once(app, editor):
         found = db.session.scalars(select(ActivityLog).where(
             activity.search_condition("Bulk"))).all()
         assert len(found) == 500
+
+
+def test_logging_events_twice_writes_each_row_once(app, editor, episode):
+    from app.models import DomainEvent
+
+    with app.app_context():
+        events = list(db.session.scalars(select(DomainEvent).order_by(DomainEvent.id)))
+        ids = [e.id for e in events if e.action]
+        assert ids  # the episode's creation
+        db.session.execute(ActivityLog.__table__.delete())
+        activity.log_events(events)
+        activity.log_events(events)  # ON CONFLICT DO NOTHING: no error, nothing new
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).select_from(ActivityLog)) == len(ids)

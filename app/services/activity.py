@@ -97,8 +97,8 @@ def row_values_from_event(event: DomainEvent, actor: User | None) -> dict:
     }
 
 
-def log_events(events: list[DomainEvent]) -> int:
-    """Write the activity rows of a batch of events in one executemany; how many were new.
+def log_events(events: list[DomainEvent]) -> None:
+    """Write the activity rows of a batch of events in one executemany.
 
     Idempotent on the event id: ``ON CONFLICT DO NOTHING`` skips the rows an earlier
     delivery (or a concurrent deliverer: SQLite has no SKIP LOCKED) already wrote, so no
@@ -108,13 +108,12 @@ def log_events(events: list[DomainEvent]) -> int:
     """
     wanted = [e for e in events if e.action]
     if not wanted:
-        return 0
+        return
     actors = rows_by_id(User, (e.actor_id for e in wanted))
     rows = [row_values_from_event(event, actors.get(event.actor_id)) for event in wanted]
-    result = db.session.execute(
+    db.session.execute(
         insert_for_dialect(ActivityLog.__table__).on_conflict_do_nothing(index_elements=["event_id"]),
         rows)
-    return max(result.rowcount, 0)
 
 
 def bulk_log(entries: Iterable[dict]) -> int:
