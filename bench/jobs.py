@@ -33,6 +33,7 @@ from _common import (
     migrate,
     pct,
     per_item,
+    python_speed,
     round_trip_counts,
     setup_env,
     start_worker,
@@ -155,7 +156,7 @@ def main() -> None:
         if not listener.processor_started.wait(30):
             raise SystemExit("job_processor_started never reached the client")
         print(f"{os.cpu_count()} CPUs; worker -c {args.concurrency}; web {args.async_mode}; "
-              f"{args.clients} REST clients")
+              f"{args.clients} REST clients; {python_speed()}")
 
         session = requests.Session()
 
