@@ -252,3 +252,25 @@ def test_forget_server_removes_all_its_sockets_in_one_go(app, client, editor, vi
     for user in (editor, viewer):
         assert client.get(f"/api/v1/presence/users/{user.id}",
                           headers=editor.headers).json["status"] == "offline"
+
+
+def test_an_event_for_two_rooms_reaches_a_socket_in_both_once(app, client, editor, episode):
+    """A job event goes to the job's room and its episode's room as one emit: a client
+    subscribed to both gets it once, a client in either one gets it too."""
+    from app.realtime.emit import JOBS, emit_to, envelope, episode_room, job_room
+
+    job = client.post("/api/v1/jobs", headers=editor.headers,
+                      json={"type": "noop", "episode_id": episode["id"]}).json
+    both = connect(app, client, editor, "/jobs")
+    only_job = connect(app, client, editor, "/jobs")
+    for sio, subscriptions in ((both, [{"job_id": job["id"]}, {"episode_id": episode["id"]}]),
+                               (only_job, [{"job_id": job["id"]}])):
+        for data in subscriptions:
+            assert sio.emit("subscribe", data, namespace="/jobs", callback=True)["ok"]
+        sio.get_received("/jobs")
+    with app.app_context():
+        emit_to([(JOBS, job_room(job["id"])), (JOBS, episode_room(episode["id"]))], "job_progress",
+                envelope("job_progress", {"job_id": job["id"], "progress": 50}, event_id=None,
+                         actor=None))
+    assert len(wait_events(both, "/jobs", "job_progress", count=2, timeout=1.5)) == 1
+    assert len(wait_events(only_job, "/jobs", "job_progress", count=1)) == 1

@@ -56,28 +56,39 @@ def emit_to(routes: Iterable[Route], name: str, payload: dict) -> None:
 def emit_many(messages: Iterable[tuple[Route, str, dict]]) -> int:
     """Emit many (route, event, envelope) messages; with Redis, in one pipelined round trip.
 
+    Consecutive messages that carry the same envelope to rooms of one namespace go out as
+    one emit to the list of rooms: python-socketio sends it once to each socket in any of
+    them, so a client in two of the rooms (a job's and its episode's) gets the event once,
+    and every web process decodes one message instead of one per room.
+
     python-socketio's ``RedisManager`` publishes each emit with its own round trip and, when
     Redis is down, only logs ("giving up"). Here the messages are built exactly as its
     ``PubSubManager.emit`` builds them (socketio pinned in requirements.txt), handed to this
     process's own clients, and published to the other processes in one pipeline, whose
     failure raises: the delivery then fails and is retried (at-least-once), instead of an
-    emit being lost silently.
+    emit being lost silently. Returns the number of emits (room lists count once).
     """
     manager = socketio.server.manager
-    batch = []
+    batch: list[tuple[str, list[str], str, dict]] = []
     for (namespace, room), name, payload in messages:
         if not room:
             raise ValueError("emits always name a room")
-        batch.append((namespace, room, name, payload))
+        last = batch[-1] if batch else None
+        if last is not None and last[0] == namespace and last[2] == name and last[3] is payload:
+            if room not in last[1]:
+                last[1].append(room)
+        else:
+            batch.append((namespace, [room], name, payload))
     if not isinstance(manager, RedisManager):
-        for namespace, room, name, payload in batch:
-            socketio.emit(name, payload, namespace=namespace, to=room)
+        for namespace, rooms, name, payload in batch:
+            socketio.emit(name, payload, namespace=namespace,
+                          to=rooms[0] if len(rooms) == 1 else rooms)
         return len(batch)
     published = []
-    for namespace, room, name, payload in batch:
+    for namespace, rooms, name, payload in batch:
         message = {"method": "emit", "event": name, "data": [payload], "binary": False,
-                   "namespace": namespace, "room": room, "skip_sid": None, "callback": None,
-                   "host_id": manager.host_id}
+                   "namespace": namespace, "room": rooms[0] if len(rooms) == 1 else rooms,
+                   "skip_sid": None, "callback": None, "host_id": manager.host_id}
         if manager.server is not None:
             manager._handle_emit(message)  # this process's own clients
         published.append(manager.json.dumps(message))
