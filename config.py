@@ -70,6 +70,9 @@ class Config:
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_SECONDS", 15 * 60))
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_REFRESH_TOKEN_SECONDS", 30 * 86400))
     JWT_ERROR_MESSAGE_KEY = "message"
+    # With Redis, a request's user comes from a short-lived cache read in the blocklist's
+    # round trip (no SELECT); changes to a user drop it after commit (app/auth.py).
+    USER_CACHE_SECONDS = _int("USER_CACHE_SECONDS", 30)
 
     STORAGE_DIR = os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "files"))
     MAX_CONTENT_LENGTH = _int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)

@@ -1,17 +1,30 @@
-"""JWT wiring: user loading, the token blocklist, role checks, JSON errors for auth."""
+"""JWT wiring: user loading, the token blocklist, role checks, JSON errors for auth.
+
+Every authenticated request needs two facts: the token is not revoked, and its user
+exists, is active and has a role. With Redis both come from one pipelined round trip:
+the blocklist key and a cached copy of the user's few auth columns, merged into the
+session without a SELECT (``merge(load=False)``; any other column loads on first access).
+A change to a user row drops its cache entry after commit; a miss reads the row and
+fills the entry for ``USER_CACHE_SECONDS``, which also bounds how long a fill racing a
+change (read before the commit, written after the drop) can serve the old role.
+"""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 
-from flask import Flask
+from flask import Flask, current_app, g
 from flask_jwt_extended import current_user, decode_token, get_jwt, verify_jwt_in_request
+from sqlalchemy import event
+from sqlalchemy.orm import make_transient_to_detached, object_session
 
 from app.errors import Forbidden, error_response
 from app.extensions import db, jwt
 from app.models import RevokedToken, User, utcnow
 from app.redis_client import get_redis
+from app.services.transaction import on_commit
 
 ROLE_RANK = {"viewer": 0, "editor": 1, "admin": 2}
 
@@ -35,6 +48,58 @@ def is_token_revoked(jti: str) -> bool:
     return db.session.scalar(db.select(RevokedToken.id).filter_by(jti=jti)) is not None
 
 
+_CACHED_COLUMNS = ("email", "name", "role", "is_active")
+
+
+def _user_key(user_id: int) -> str:
+    return f"ec:user:{user_id}"
+
+
+def _active(user: User | None) -> User | None:
+    return user if user is not None and user.is_active else None
+
+
+def _cached_user(user_id: int, cached: str) -> User:
+    """The user from its cache entry, as a persistent object of this session (no SELECT)."""
+    user = User(id=user_id, **{column: value for column, value in json.loads(cached).items()
+                               if column in _CACHED_COLUMNS})
+    make_transient_to_detached(user)  # the other columns are expired: they load on access
+    return db.session.merge(user, load=False)
+
+
+def token_state(jti: str, user_id: int) -> tuple[bool, User | None]:
+    """(revoked, the token's active user or None), in one Redis round trip when cached."""
+    client = get_redis()
+    if client is None:
+        return is_token_revoked(jti), _active(db.session.get(User, user_id))
+    revoked, cached = (client.pipeline(transaction=False)
+                       .exists(f"ec:blocklist:{jti}").get(_user_key(user_id)).execute())
+    if revoked:
+        return True, None
+    if cached is not None:
+        return False, _active(_cached_user(user_id, cached))
+    user = db.session.get(User, user_id)
+    if user is not None:
+        client.set(_user_key(user_id), json.dumps({c: getattr(user, c) for c in _CACHED_COLUMNS}),
+                   ex=current_app.config["USER_CACHE_SECONDS"])
+    return False, _active(user)
+
+
+def forget_cached_user(user_id: int) -> None:
+    client = get_redis()
+    if client is not None:
+        client.delete(_user_key(user_id))
+
+
+@event.listens_for(User, "after_update")
+@event.listens_for(User, "after_delete")
+def _user_changed(_mapper, _connection, target: User) -> None:
+    session = object_session(target)
+    if session is not None:
+        user_id = target.id
+        on_commit(session, lambda: forget_cached_user(user_id))
+
+
 def revoke_current_token() -> None:
     claims = get_jwt()
     revoke_token(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
@@ -56,12 +121,10 @@ def load_user_from_token(encoded: str) -> User | None:
         claims = decode_token(encoded)
     except Exception:  # noqa: BLE001 - expired, bad signature, malformed: all refused
         return None
-    if claims.get("type") != "access" or is_token_revoked(claims["jti"]):
+    if claims.get("type") != "access":
         return None
-    user = db.session.get(User, int(claims["sub"]))
-    if user is None or not user.is_active:
-        return None
-    return user
+    revoked, user = token_state(claims["jti"], int(claims["sub"]))
+    return None if revoked else user
 
 
 def role_required(minimum: str) -> Callable:
@@ -87,14 +150,20 @@ def init_auth(app: Flask) -> None:
     def _identity(user: User | int) -> str:
         return str(user.id if isinstance(user, User) else user)
 
-    @jwt.user_lookup_loader
-    def _lookup(_header, claims) -> User | None:
-        user = db.session.get(User, int(claims["sub"]))
-        return user if user is not None and user.is_active else None
-
+    # flask-jwt-extended asks the blocklist first, then for the user: the first call
+    # fetches both (token_state) and leaves the user for the second in ``g``.
     @jwt.token_in_blocklist_loader
     def _revoked(_header, claims) -> bool:
-        return is_token_revoked(claims["jti"])
+        revoked, user = token_state(claims["jti"], int(claims["sub"]))
+        g.ec_token_user = (claims["jti"], user)
+        return revoked
+
+    @jwt.user_lookup_loader
+    def _lookup(_header, claims) -> User | None:
+        stashed = g.pop("ec_token_user", None)
+        if stashed is not None and stashed[0] == claims["jti"]:
+            return stashed[1]
+        return _active(db.session.get(User, int(claims["sub"])))
 
     @jwt.unauthorized_loader
     def _missing(reason: str):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from flask_jwt_extended import create_access_token
 
 
@@ -128,3 +129,44 @@ def test_cli_create_admin_creates_and_promotes(app, runner, viewer, client):
     assert client.get("/api/v1/auth/me", headers=viewer.headers).json["role"] == "admin"
     result = runner.invoke(args=["users", "create-admin", "nobody@example.com"])
     assert result.exit_code != 0
+
+
+@pytest.mark.redis
+def test_cached_user_reads_no_row_and_changes_apply_at_once(app, client, admin, editor):
+    """With Redis, a request's user comes from the cache filled by an earlier request (no
+    SELECT on users); a role change or a deactivation drops it, so the next request sees it."""
+    from sqlalchemy import event as sa_event
+
+    from app.extensions import db
+    from app.models import User
+
+    assert client.get("/api/v1/auth/me", headers=editor.headers).status_code == 200  # fills
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    with app.app_context():
+        sa_event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            me = client.get("/api/v1/auth/me", headers=editor.headers)
+            created = client.post("/api/v1/episodes", headers=editor.headers,
+                                  json={"title": "T", "episode_number": 1})
+        finally:
+            sa_event.remove(db.engine, "before_cursor_execute", count)
+    assert created.status_code == 201 and me.status_code == 200
+    assert me.json["email"] == editor.email and me.json["role"] == "editor"
+    assert me.json["created_at"]  # a column the cache does not hold loads on access
+    # By primary key, only /me's load of the columns the cache does not hold (delivery,
+    # inline in tests, reads users in batches: users.id IN (...)).
+    by_pk = [s for s in statements if "FROM users" in s and "users.id = " in s]
+    assert len(by_pk) == 1 and "users.role" not in by_pk[0].split("FROM")[0]
+
+    r = client.patch(f"/api/v1/users/{editor.id}", headers=admin.headers, json={"role": "viewer"})
+    assert r.status_code == 200
+    assert client.post("/api/v1/episodes", headers=editor.headers,
+                       json={"title": "U", "episode_number": 2}).status_code == 403
+    with app.app_context():
+        db.session.get(User, editor.id).is_active = False
+        db.session.commit()
+    assert client.get("/api/v1/auth/me", headers=editor.headers).status_code == 401
