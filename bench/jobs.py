@@ -241,6 +241,11 @@ def main() -> None:
         print(f"  queue-to-start latency under load: {summary(busy_start)}")
         print(f"  max queue-to-start under load: {pct(busy_start, 100):.0f} ms")
         print(f"  CPU per job, ms: {cpu_per_item_ms(cpu_before, cpu_after, len(ids))}")
+        cpu_ms = sum(after - cpu_before.get(name, 0.0) for name, after in cpu_after.items())
+        cpu_ms = cpu_ms * 1000 / len(ids)
+        cores = os.cpu_count() or 1
+        print(f"  CPU-bound ceiling here: {cores} cores / {cpu_ms:.1f} ms per job = "
+              f"{cores * 1000 / cpu_ms:.0f} jobs/s; 200 jobs/s needs <= {cores * 1000 / 200:.1f} ms")
         print(f"  server work per job: {per_item(work_before, work_after, len(ids))}")
     finally:
         if listener is not None:
