@@ -19,6 +19,7 @@ from flask import Flask, current_app, g
 from flask_jwt_extended import current_user, decode_token, get_jwt, verify_jwt_in_request
 from sqlalchemy import event
 from sqlalchemy.orm import make_transient_to_detached, object_session
+from sqlalchemy.orm.util import identity_key
 
 from app.errors import Forbidden, error_response
 from app.extensions import db, jwt
@@ -60,7 +61,14 @@ def _active(user: User | None) -> User | None:
 
 
 def _cached_user(user_id: int, cached: str) -> User:
-    """The user from its cache entry, as a persistent object of this session (no SELECT)."""
+    """The user from its cache entry, as a persistent object of this session (no SELECT).
+
+    A user this session already holds is returned as it is: merging over it would mark
+    any unsaved change to it clean, and lose it.
+    """
+    held = db.session.identity_map.get(identity_key(User, user_id))
+    if held is not None:
+        return held
     user = User(id=user_id, **{column: value for column, value in json.loads(cached).items()
                                if column in _CACHED_COLUMNS})
     make_transient_to_detached(user)  # the other columns are expired: they load on access
@@ -79,9 +87,10 @@ def token_state(jti: str, user_id: int) -> tuple[bool, User | None]:
     if cached is not None:
         return False, _active(_cached_user(user_id, cached))
     user = db.session.get(User, user_id)
-    if user is not None:
+    ttl = current_app.config["USER_CACHE_SECONDS"]
+    if user is not None and ttl > 0:  # 0 turns the cache off
         client.set(_user_key(user_id), json.dumps({c: getattr(user, c) for c in _CACHED_COLUMNS}),
-                   ex=current_app.config["USER_CACHE_SECONDS"])
+                   ex=ttl)
     return False, _active(user)
 
 

@@ -170,3 +170,35 @@ def test_cached_user_reads_no_row_and_changes_apply_at_once(app, client, admin, 
         db.session.get(User, editor.id).is_active = False
         db.session.commit()
     assert client.get("/api/v1/auth/me", headers=editor.headers).status_code == 401
+
+
+@pytest.mark.redis
+def test_cached_user_never_overwrites_the_sessions_own_copy(app, client, editor):
+    """A user the session already holds (with an unsaved change) is returned as it is."""
+    from app.auth import token_state
+    from app.extensions import db
+    from app.models import User
+
+    assert client.get("/api/v1/auth/me", headers=editor.headers).status_code == 200  # fills
+    with app.test_request_context():
+        user = db.session.get(User, editor.id)
+        user.name = "Changed"
+        revoked, same = token_state("some-jti", editor.id)
+        assert not revoked and same is user and user.name == "Changed"
+        db.session.commit()
+        db.session.expire_all()
+        assert db.session.get(User, editor.id).name == "Changed"
+
+
+@pytest.mark.redis
+def test_user_cache_seconds_zero_turns_the_cache_off(client, editor):
+    from tests.conftest import make_test_app
+
+    off = make_test_app(USER_CACHE_SECONDS=0)
+    off_client = off.test_client()
+    for _ in range(2):
+        assert off_client.get("/api/v1/auth/me", headers=editor.headers).status_code == 200
+    with off.app_context():
+        from app.redis_client import get_redis
+
+        assert get_redis().get(f"ec:user:{editor.id}") is None
