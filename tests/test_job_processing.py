@@ -93,6 +93,18 @@ def download(client, user, file_id) -> bytes:
 # ---- creation and validation -------------------------------------------------------------
 
 
+def test_a_created_job_is_stored_as_the_response_says(app, client, editor, episode):
+    """The row written by POST /jobs matches its response; no result is SQL NULL."""
+    with no_worker(app):
+        response = client.post("/api/v1/jobs", headers=editor.headers,
+                               json={"type": "noop", "episode_id": episode["id"]})
+    assert response.status_code == 201
+    assert get(client, editor, response.json["id"]) == response.json
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Job).where(
+            Job.id == response.json["id"], Job.result.is_(None), Job.error.is_(None))) == 1
+
+
 def test_unknown_type_or_bad_params_is_422(app, client, editor, viewer, episode):
     cases = [
         ({"type": "transmogrify", "episode_id": episode["id"]}, "type"),

@@ -123,9 +123,10 @@ def create_job(actor: User, data: dict[str, Any]) -> Job:
               cancel_requested=False, started_at=None, finished_at=None, created_by=actor.id,
               created_at=now, updated_at=now)
     try:
-        job.id = db.session.execute(
-            _INSERT_JOB, {c.key: getattr(job, c.key) for c in _JOBS.c if c.key != "id"}
-        ).scalar_one()
+        # ``result`` left out: SQL NULL, where an explicit None would store JSON null.
+        job.id = db.session.execute(_INSERT_JOB, {
+            c.key: getattr(job, c.key) for c in _JOBS.c if c.key not in ("id", "result")
+        }).scalar_one()
     except IntegrityError:
         db.session.rollback()
         if db.session.scalar(select(Episode.id).where(Episode.id == data["episode_id"])) is None:
