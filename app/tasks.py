@@ -3,13 +3,32 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import threading
 from datetime import timedelta
 
 from celery import Celery, Task
 from flask import Flask
+from kombu import Exchange, Queue
 
 log = logging.getLogger(__name__)
+
+# Four queues, so that work of one kind never waits behind another: an event is never
+# queued behind a 20-minute job, and a broadcast's pushes never hold up the outbox.
+EVENTS, NOTIFICATIONS, JOBS, MAINTENANCE = "events", "notifications", "jobs", "maintenance"
+QUEUES = (EVENTS, NOTIFICATIONS, JOBS, MAINTENANCE)
+# Every task is routed by name (tests/test_queues.py checks that none is left to the
+# default); exact names win over the patterns (Celery's MapRoute).
+TASK_ROUTES = {
+    "workers.events.*": {"queue": EVENTS},
+    "workers.notifications.*": {"queue": NOTIFICATIONS},
+    "workers.jobs.run_job": {"queue": JOBS},
+    # The stuck-job sweep must run while every job thread is busy: not behind the jobs.
+    "workers.jobs.*": {"queue": MAINTENANCE},
+    "workers.maintenance.*": {"queue": MAINTENANCE},
+}
+# Served by the worker next to the web process (README: one worker for these, one for jobs).
+NON_JOB_QUEUES = (EVENTS, NOTIFICATIONS, MAINTENANCE)
 
 BEAT_SCHEDULE = {
     "redeliver-events": {"task": "workers.events.redeliver_stale", "schedule": timedelta(seconds=30)},
@@ -30,8 +49,8 @@ BEAT_SCHEDULE = {
 }
 
 
-def celery_init_app(app: Flask) -> Celery:
-    """Create the Celery app bound to ``app``; tasks reach it through ``shared_task``."""
+def _make_celery(app: Flask, *, set_as_current: bool = True) -> Celery:
+    """A Celery app configured for ``app``: its broker, queues, routes and beat schedule."""
 
     class FlaskTask(Task):
         # Always a fresh app context (and so a fresh Flask-SQLAlchemy session): an eager
@@ -41,11 +60,22 @@ def celery_init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
-    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app = Celery(app.name, task_cls=FlaskTask, set_as_current=set_as_current)
     celery_app.config_from_object(app.config["CELERY"])
+    # Declared, so a worker started without -Q consumes all four (none is silently unserved).
+    celery_app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name)
+                                   for name in QUEUES]
+    celery_app.conf.task_default_queue = MAINTENANCE
+    celery_app.conf.task_routes = TASK_ROUTES
     celery_app.conf.beat_schedule = BEAT_SCHEDULE
     celery_app.conf.include = ["workers.events", "workers.jobs", "workers.maintenance",
                               "workers.notifications"]
+    return celery_app
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app bound to ``app``; tasks reach it through ``shared_task``."""
+    celery_app = _make_celery(app)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     for module in celery_app.conf.include:  # register the shared tasks on this app
@@ -65,11 +95,20 @@ def send_task(name: str, *args, **options) -> None:
     celery_app.tasks[name].apply_async(args=list(args), **options)
 
 
-def start_embedded_worker(app: Flask, *, concurrency: int = 2) -> None:
-    """Run a Celery worker and beat as threads of this process (the embedded default).
+def consumed_queues(celery_app: Celery) -> set[str]:
+    """The queues a worker of ``celery_app`` consumes (all four unless ``-Q`` chose some)."""
+    return set(celery_app.amqp.queues.consume_from)
+
+
+def start_embedded_worker(app: Flask, *, concurrency: int = 2, job_concurrency: int = 2) -> None:
+    """Run two Celery workers and beat as threads of this process (the embedded default).
 
     With the in-memory broker only a worker in the same process can see the queue, so
-    the one-command start still has working background work.
+    the one-command start still has working background work. Jobs get their own worker
+    and threads: with one pool, two long jobs took every thread and no event was
+    delivered until they ended. The jobs worker is a second Celery app on the same
+    in-memory broker (its state is process-wide) because a worker's queue selection
+    (``-Q``) is state of its Celery app, which two workers of one app would share.
     """
     from celery.beat import EmbeddedService
     from celery.contrib.testing.worker import TestWorkController
@@ -80,19 +119,26 @@ def start_embedded_worker(app: Flask, *, concurrency: int = 2) -> None:
     import workers.notifications  # noqa: F401
 
     celery_app: Celery = app.extensions["celery"]
+    jobs_app = _make_celery(app, set_as_current=False)
+    host = socket.gethostname()
 
-    def run_worker() -> None:
+    def run_worker(worker_app: Celery, queues: tuple[str, ...], threads: int, name: str) -> None:
         worker = TestWorkController(
-            app=celery_app, pool="threads", concurrency=concurrency, loglevel="INFO",
-            logfile=None, ready_callback=None, without_heartbeat=True, without_mingle=True,
-            without_gossip=True,
+            app=worker_app, queues=list(queues), hostname=f"{name}@{host}", pool="threads",
+            concurrency=threads, loglevel="INFO", logfile=None, ready_callback=None,
+            without_heartbeat=True, without_mingle=True, without_gossip=True,
         )
         worker.start()
 
-    threading.Thread(target=run_worker, name="embedded-celery-worker", daemon=True).start()
+    for worker_app, queues, threads, name in (
+            (celery_app, NON_JOB_QUEUES, concurrency, "embedded"),
+            (jobs_app, (JOBS,), job_concurrency, "embedded-jobs")):
+        threading.Thread(target=run_worker, args=(worker_app, queues, threads, name),
+                         name=f"{name}-celery-worker", daemon=True).start()
     beat = EmbeddedService(
         celery_app, thread=True,
         schedule_filename=str(app.instance_path) + "/celerybeat-schedule",
     )
     beat.start()
-    log.info("embedded Celery worker (%s threads) and beat started", concurrency)
+    log.info("embedded Celery workers (%s threads for %s, %s for jobs) and beat started",
+             concurrency, ",".join(NON_JOB_QUEUES), job_concurrency)

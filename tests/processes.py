@@ -90,14 +90,20 @@ class Worker:
 
 
 @contextmanager
-def celery_worker(*, concurrency: int = 2, pool: str = "prefork", **env: str) -> Iterator[Worker]:
-    """``celery -A celery_app worker`` as a real process on the Redis broker."""
+def celery_worker(*, concurrency: int = 2, pool: str = "prefork", queues: str | None = None,
+                  **env: str) -> Iterator[Worker]:
+    """``celery -A celery_app worker`` as a real process on the Redis broker.
+
+    ``queues`` is the worker's ``-Q`` (README: "events,notifications,maintenance" and
+    "jobs"); without it the worker serves every queue, as a plain command does.
+    """
     log = _log_file("worker")
+    select = ["-Q", queues] if queues else []
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-l", "INFO",
              "-c", str(concurrency), "-P", pool, "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
-             "--without-mingle", "--without-gossip"],
+             "--without-mingle", "--without-gossip", *select],
             cwd=ROOT, env=service_env(**env), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -50,6 +50,10 @@ def announce_processor(hostname: str, concurrency: int, max_concurrent: int) -> 
 
 
 def _announce(consumer) -> None:
+    from app.tasks import JOBS, consumed_queues
+
+    if JOBS not in consumed_queues(consumer.app):
+        return  # a worker for events, notifications or maintenance runs no jobs
     controller = getattr(consumer, "controller", None)
     concurrency = int(getattr(controller, "concurrency", None) or 1)
     max_concurrent = int(getattr(controller, "max_concurrency", None) or concurrency)
