@@ -75,7 +75,27 @@ class Config:
     USER_CACHE_SECONDS = _int("USER_CACHE_SECONDS", 30)
 
     STORAGE_DIR = os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "files"))
+    # The upload route's limit; every other route is held to MAX_JSON_BYTES (app/limits.py).
     MAX_CONTENT_LENGTH = _int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+    MAX_JSON_BYTES = _int("MAX_JSON_BYTES", 1024 * 1024)
+
+    # Rate limits (flask-limiter; "N per minute;M per hour" strings). Counted in Redis with
+    # REDIS_URL, else in process memory; when Redis is unreachable, in memory until it is
+    # back. A login costs one scrypt hash whatever the email, so the per-IP login limit is
+    # also what bounds the CPU one client can spend.
+    RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "moving-window")
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    # A storage error after the fallback (Redis dying mid-request) lets the request through
+    # rather than answering 500.
+    RATELIMIT_SWALLOW_ERRORS = True
+    RATELIMIT_HEADERS_ENABLED = False  # Retry-After goes on the 429 only (app/errors.py)
+    RATELIMIT_LOGIN_PER_IP = os.environ.get("RATELIMIT_LOGIN_PER_IP", "30 per minute;300 per hour")
+    # Failed logins (401) per account, whatever the address they come from.
+    RATELIMIT_LOGIN_PER_ACCOUNT = os.environ.get("RATELIMIT_LOGIN_PER_ACCOUNT",
+                                                 "5 per minute;20 per hour")
+    RATELIMIT_REGISTER_PER_IP = os.environ.get("RATELIMIT_REGISTER_PER_IP", "10 per hour")
+    RATELIMIT_REFRESH_PER_USER = os.environ.get("RATELIMIT_REFRESH_PER_USER", "30 per minute")
     DOWNLOAD_URL_SECONDS = _int("DOWNLOAD_URL_SECONDS", 3600)
 
     # Event pipeline and maintenance.
@@ -97,6 +117,8 @@ class Config:
     JOB_RETRY_BACKOFF_MAX_SECONDS = _float("JOB_RETRY_BACKOFF_MAX_SECONDS", 300.0)
     JOB_PROGRESS_INTERVAL_SECONDS = _float("JOB_PROGRESS_INTERVAL_SECONDS", 0.25)
     JOB_HEARTBEAT_SECONDS = _float("JOB_HEARTBEAT_SECONDS", 15.0)
+    # Queued + running jobs one user may have; the next POST /jobs (or retry) gets 429.
+    MAX_QUEUED_JOBS_PER_USER = _int("MAX_QUEUED_JOBS_PER_USER", 20)
 
     # Notifications (issue 5).
     NOTIFICATION_RATE_LIMIT_PER_HOUR = _int("NOTIFICATION_RATE_LIMIT_PER_HOUR", 50)

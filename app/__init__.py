@@ -44,9 +44,11 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.cli import register_cli
     from app.errors import register_error_handlers
     from app.extensions import api, db, jwt, migrate
+    from app.limits import init_limits
     from app.realtime import init_realtime
     from app.tasks import celery_init_app
 
+    init_limits(app)  # first: the body cap runs before any hook that reads a body
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         from app.db_pool import ping_when_idle

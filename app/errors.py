@@ -5,6 +5,7 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
+from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import DataError as SQLDataError
 from sqlalchemy.exc import StatementError
 from werkzeug.exceptions import HTTPException
@@ -89,6 +90,16 @@ def register_error_handlers(app: Flask) -> None:
             headers["Retry-After"] = str(exc.details["retry_after"])
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
 
+    @app.errorhandler(RateLimitExceeded)
+    def handle_rate_limited(exc: RateLimitExceeded):
+        from app.limits import retry_after
+
+        seconds = retry_after(exc)
+        return error_response(429, "rate_limited",
+                              f"Too many requests; retry in {seconds} s",
+                              {"limit": str(exc.limit.limit), "retry_after": seconds},
+                              {"Retry-After": str(seconds)})
+
     @app.errorhandler(HTTPException)
     def handle_http_error(exc: HTTPException):
         data = getattr(exc, "data", None) or {}
@@ -102,7 +113,10 @@ def register_error_handlers(app: Flask) -> None:
                 return error_response(400, "bad_request", "Malformed request body", details)
             return error_response(422, "validation_error", "Invalid input", details, headers)
         if exc.code == 413:
-            return error_response(413, "payload_too_large", "The upload is too large", {})
+            from flask import request
+
+            return error_response(413, "payload_too_large", "The request body is too large",
+                                  {"max_bytes": request.max_content_length})
         message = data.get("message") or exc.description or exc.name
         return error_response(exc.code or 500, _code_for(exc), message, {}, headers)
 

@@ -5,7 +5,7 @@ from flask import jsonify
 from flask_jwt_extended import current_user, jwt_required
 from flask_smorest import Blueprint
 
-from app.api.schemas import JobCreateSchema, JobListQuerySchema
+from app.api.schemas import RATE_LIMITED, JobCreateSchema, JobListQuerySchema
 from app.auth import role_required
 from app.extensions import db
 from app.models import Job
@@ -29,10 +29,11 @@ def list_jobs(args):
 
 
 @blp.route("/jobs", methods=["POST"])
+@blp.alt_response(429, **RATE_LIMITED)
 @role_required("editor")
 @blp.arguments(JobCreateSchema)
 def create_job(data):
-    """Queue a job (editor); unknown type or bad params → 422."""
+    """Queue a job (editor); unknown type or bad params → 422; 429 past the per-user cap."""
     return jsonify(job_dict(job_service.create_job(current_user, data))), 201
 
 
@@ -44,6 +45,7 @@ def get_job(job_id: int):
 
 
 @blp.route("/jobs/<int:job_id>/retry", methods=["POST"])
+@blp.alt_response(429, **RATE_LIMITED)
 @role_required("editor")
 def retry_job(job_id: int):
     """Put a failed or cancelled job back in the queue (editor)."""

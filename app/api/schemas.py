@@ -75,3 +75,19 @@ class JobListQuerySchema(ListQuerySchema):
         ("queued", "running", "completed", "failed", "cancelled")))
     episode_id = fields.Integer()
     type = fields.String()
+
+
+def _rate_limited_doc() -> dict:
+    from app.extensions import ErrorEnvelopeSchema
+
+    return {
+        "schema": ErrorEnvelopeSchema,
+        "description": "Rate limited (`rate_limited`; `too_many_queued_jobs` for jobs): "
+                       "retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {"description": "Seconds to wait",
+                                    "schema": {"type": "integer"}}},
+    }
+
+
+# OpenAPI: ``@blp.alt_response(429, **RATE_LIMITED)`` on every rate-limited route.
+RATE_LIMITED = _rate_limited_doc()

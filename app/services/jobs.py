@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, RateLimited
 from app.extensions import db
 from app.models import Episode, Job, User, utcnow
 from app.services import events
@@ -104,6 +104,37 @@ def enqueue_after_commit(job_id: int, *, countdown: float | None = None) -> None
 
 # ---- API-side transitions ---------------------------------------------------------------
 
+# pg_advisory_xact_lock(class, user id): "this user's queue"; the class keeps the key apart
+# from any other advisory lock (locks taken with one bigint key are a separate space).
+_QUEUE_LOCK_CLASS = 1_300_013
+# The cap frees up when a job of the user ends; a hint, not a promise.
+_CAP_RETRY_AFTER_SECONDS = 10
+_ACTIVE = ("queued", "running")
+_COUNT_ACTIVE = (select(func.count()).select_from(_JOBS)
+                 .where(_JOBS.c.created_by == bindparam("user_id"), _JOBS.c.status.in_(_ACTIVE)))
+
+
+def _check_queue_cap(user_id: int) -> None:
+    """429 ``too_many_queued_jobs`` when the user already has the allowed queued+running jobs.
+
+    On PostgreSQL a transaction-scoped advisory lock per user makes the count and the
+    write that follows one step, so concurrent requests cannot both take the last place
+    (SQLite runs one writer at a time, the embedded default; the count there can race a
+    concurrent create by one job at most per request in flight).
+    """
+    cap = current_app.config["MAX_QUEUED_JOBS_PER_USER"]
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:cls, :uid)"),
+                           {"cls": _QUEUE_LOCK_CLASS, "uid": user_id})
+    active = db.session.execute(_COUNT_ACTIVE, {"user_id": user_id}).scalar_one()
+    if active >= cap:
+        db.session.rollback()
+        raise RateLimited(
+            f"You already have {active} jobs queued or running (at most {cap})",
+            code="too_many_queued_jobs",
+            details={"max_queued_jobs": cap, "active_jobs": active,
+                     "retry_after": _CAP_RETRY_AFTER_SECONDS})
+
 
 _INSERT_JOB = insert(_JOBS).returning(_JOBS.c.id)
 
@@ -117,6 +148,7 @@ def create_job(actor: User, data: dict[str, Any]) -> Job:
     holding every column just written (all the response needs).
     """
     spec, params = validate_params(data["type"], data.get("params"))
+    _check_queue_cap(actor.id)
     now = utcnow()
     job = Job(type=spec.name, episode_id=data["episode_id"], params=params, status="queued",
               progress=0, result=None, error=None, retry_count=0, max_retries=spec.max_retries,
@@ -142,6 +174,8 @@ def retry_job(actor: User, job_id: int) -> Job:
     """Manual retry of a failed or cancelled job: back to queued, counters reset."""
     job = get_job(job_id)
     status = job.status
+    if status in ("failed", "cancelled") and job.created_by is not None:
+        _check_queue_cap(job.created_by)  # back to queued: it counts against its creator
     if status not in ("failed", "cancelled") or not _cas(
         job.id, {"status": status}, status="queued", progress=0, error=None, result=None,
         cancel_requested=False, started_at=None, finished_at=None, retry_count=0,

@@ -1,7 +1,11 @@
 """Accounts: registration, credentials, roles."""
 from __future__ import annotations
 
+import secrets
+from functools import cache
+
 from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.extensions import db
@@ -28,9 +32,23 @@ def register(*, email: str, password: str, name: str, role: str = "viewer") -> U
     return user
 
 
+@cache
+def dummy_password_hash() -> str:
+    """A hash made like every stored one (same method and cost), of a password nobody has."""
+    return generate_password_hash(secrets.token_urlsafe(32))
+
+
 def authenticate(*, email: str, password: str) -> User:
+    """The active user with these credentials; 401 ``invalid_credentials`` otherwise.
+
+    An unknown email is checked against a dummy hash, so it costs the same scrypt work as
+    a known one: the answer's timing does not tell which emails have accounts.
+    """
     user = get_by_email(email)
-    if user is None or not user.check_password(password) or not user.is_active:
+    if user is None:
+        check_password_hash(dummy_password_hash(), password)
+        raise Unauthorized("Invalid email or password", code="invalid_credentials")
+    if not user.check_password(password) or not user.is_active:
         raise Unauthorized("Invalid email or password", code="invalid_credentials")
     return user
 
