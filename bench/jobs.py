@@ -129,6 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     env = setup_env("ec_bench_jobs", 13)
     env["JWT_ACCESS_TOKEN_SECONDS"] = "7200"
+    # One user floods the queue on purpose: the per-user cap (20) would refuse most jobs.
+    env["MAX_QUEUED_JOBS_PER_USER"] = str(10**9)
 
     from app import create_app
 

@@ -6,7 +6,10 @@ import time
 
 import pytest
 import requests
+from sqlalchemy import select
 
+from app.extensions import db
+from app.models import DomainEvent
 from app.tasks import EVENTS, JOBS, MAINTENANCE, NON_JOB_QUEUES, NOTIFICATIONS, QUEUES, TASK_ROUTES
 from tests.processes import celery_worker, web_server
 from tests.test_e2e_realtime import Client
@@ -80,6 +83,14 @@ def _status(api: str, user, job_id: int) -> str:
     return requests.get(f"{api}/jobs/{job_id}", headers=user.headers, timeout=10).json()["status"]
 
 
+def _processor_announcements(app) -> list[dict]:
+    with app.app_context():
+        payloads = list(db.session.scalars(select(DomainEvent.payload).where(
+            DomainEvent.name == "job_processor_started")))
+        db.session.rollback()
+        return payloads
+
+
 def _update_arrives_while_jobs_hold_every_job_thread(url: str, editor, viewer, job_threads: int):
     """Fill every job thread with a long job, queue one more, then update the episode: the
     update reaches a viewer in the room while the jobs are still running and queued."""
@@ -126,6 +137,10 @@ def test_long_jobs_do_not_delay_an_episode_update_with_one_process_per_queue(app
         assert "Task workers.jobs.run_job[" not in events_worker.output()
         assert "Task workers.jobs.run_job[" in jobs_worker.output()
         assert "Task workers.events." not in jobs_worker.output()
+        # Only the worker that runs jobs announced itself as a job processor.
+        [announced] = _processor_announcements(app)
+        assert announced["hostname"] in jobs_worker.output()
+        assert announced["hostname"] not in events_worker.output()
 
 
 def test_long_jobs_do_not_delay_an_episode_update_in_the_embedded_default(app, editor, viewer):
@@ -135,6 +150,8 @@ def test_long_jobs_do_not_delay_an_episode_update_in_the_embedded_default(app, e
         log = server.output()
     assert "embedded Celery workers (2 threads for events,notifications,maintenance, " \
            "2 for jobs)" in log
+    [announced] = _processor_announcements(app)
+    assert announced["hostname"].startswith("embedded-jobs@") and announced["concurrency"] == 2
 
 
 @pytest.mark.redis
