@@ -256,7 +256,6 @@ def test_queued_and_running_jobs_per_user_are_capped(_schema):
     assert r.status_code == 429 and r.headers["Retry-After"] == "10"
     assert r.json["error"]["code"] == "too_many_queued_jobs"
     assert r.json["error"]["details"]["max_queued_jobs"] == 2
-    assert r.json["error"]["details"]["active_jobs"] == 2
     assert create(other).status_code == 201  # per user
     # A job that ends frees its place; putting it back in the queue takes one again.
     assert client.post(f"/api/v1/jobs/{second['id']}/cancel",

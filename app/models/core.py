@@ -3,7 +3,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -79,6 +88,11 @@ class Job(TimestampMixin, db.Model):
         Index("ix_jobs_episode_id", "episode_id"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
         Index("ix_jobs_created_by", "created_by"),
+        # The per-user cap counts a user's queued + running jobs: this index holds only
+        # those, so the count never walks the user's finished history.
+        Index("ix_jobs_active_created_by", "created_by",
+              postgresql_where=text("status IN ('queued', 'running')"),
+              sqlite_where=text("status IN ('queued', 'running')")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
