@@ -270,3 +270,53 @@ def test_queued_and_running_jobs_per_user_are_capped(_schema):
         assert db.session.get(Job, second["id"]).status == "cancelled"
         assert {j.status for j in db.session.scalars(db.select(Job).where(
             Job.created_by == editor.id))} == {"running", "queued", "cancelled"}
+
+
+def test_concurrent_creates_cannot_both_take_the_last_place(_schema):
+    """PostgreSQL: a create waits for the user's queue lock, then counts what the holder
+    committed (without the lock it would count 0 and take a place that is gone)."""
+    import threading
+
+    from sqlalchemy import text
+
+    celery = {**make_test_app().config["CELERY"], "task_always_eager": False,
+              "broker_url": "memory://"}
+    app = limited_app(MAX_QUEUED_JOBS_PER_USER=1, CELERY=celery)
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("the queue lock is PostgreSQL's (SQLite has one writer)")
+    editor = Factory(app).user("editor")
+    client = app.test_client()
+    episode = client.post("/api/v1/episodes", headers=editor.headers,
+                          json={"title": "Pilot", "episode_number": 1}).json
+    result = {}
+    with app.app_context(), db.engine.connect() as holder:
+        # Another request's transaction: holds the lock and takes the one place.
+        holder.execute(text("SELECT pg_advisory_xact_lock(1300013, :uid)"), {"uid": editor.id})
+        holder.execute(text(
+            "INSERT INTO jobs (type, episode_id, params, status, progress, retry_count, "
+            "max_retries, cancel_requested, created_by, created_at, updated_at) VALUES "
+            "('noop', :ep, '{}', 'queued', 0, 0, 3, false, :uid, now(), now())"),
+            {"ep": episode["id"], "uid": editor.id})
+
+        def create():
+            result["response"] = app.test_client().post(
+                "/api/v1/jobs", headers=editor.headers,
+                json={"type": "noop", "episode_id": episode["id"]})
+
+        thread = threading.Thread(target=create)
+        thread.start()
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                       "AND NOT granted AND classid = 1300013 AND objid = :uid")
+        with db.engine.connect() as observer:
+            for _ in range(600):
+                if observer.execute(waiting, {"uid": editor.id}).scalar_one():
+                    break
+                observer.rollback()
+                threading.Event().wait(0.05)
+            else:
+                raise AssertionError("the create never waited for the queue lock")
+        holder.commit()
+        thread.join(30)
+    r = result["response"]
+    assert r.status_code == 429 and r.json["error"]["code"] == "too_many_queued_jobs"
