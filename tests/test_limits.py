@@ -320,3 +320,25 @@ def test_concurrent_creates_cannot_both_take_the_last_place(_schema):
         thread.join(30)
     r = result["response"]
     assert r.status_code == 429 and r.json["error"]["code"] == "too_many_queued_jobs"
+
+
+@pytest.mark.redis
+def test_over_the_wire_two_web_processes_share_the_counters_and_cap_bodies(app):
+    import requests
+
+    from tests.processes import web_server
+
+    env = {"RATELIMIT_LOGIN_PER_IP": "3 per minute"}
+    with web_server(async_mode="eventlet", **env) as a, web_server(async_mode="eventlet", **env) as b:
+        for n in range(3):
+            r = requests.post(f"{a.url}{LOGIN}", timeout=10,
+                              json={"email": f"w{n}@example.com", "password": "wrong-password"})
+            assert r.status_code == 401
+        # The other process counts in the same Redis: this address is out of attempts there too.
+        r = requests.post(f"{b.url}{LOGIN}", timeout=10,
+                          json={"email": "w@example.com", "password": "wrong-password"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        r = requests.post(f"{b.url}{REGISTER}", timeout=30, data=b"{" * (2 * 1024 * 1024),
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
