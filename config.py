@@ -201,6 +201,10 @@ class TestConfig(Config):
     # socketio.test_client cannot run over a message queue; the end-to-end tests start
     # real server and worker processes, which use Redis.
     SOCKETIO_MESSAGE_QUEUE = None
+    # Rate limits stay on but generous: a test (a fuzzing run) may log in many times from
+    # one address; tests/test_limits.py sets low limits and proves each one.
+    RATELIMIT_LOGIN_PER_IP = RATELIMIT_LOGIN_PER_ACCOUNT = "1000 per minute"
+    RATELIMIT_REGISTER_PER_IP = RATELIMIT_REFRESH_PER_USER = "1000 per minute"
 
     @classmethod
     def celery(cls) -> dict:

@@ -42,8 +42,17 @@ def login(client, email, password, ip="10.0.0.1"):
                        environ_base={"REMOTE_ADDR": ip})
 
 
-def test_limits_are_on_by_default(app):
+def test_limits_are_on_by_default_and_the_defaults_parse(app):
+    from limits import parse_many
+
+    from config import Config
+
     assert app.config["RATELIMIT_ENABLED"] is True and limiter.enabled
+    for name in ("RATELIMIT_LOGIN_PER_IP", "RATELIMIT_LOGIN_PER_ACCOUNT",
+                 "RATELIMIT_REGISTER_PER_IP", "RATELIMIT_REFRESH_PER_USER"):
+        assert parse_many(getattr(Config, name)), name
+    assert [str(item) for item in parse_many(Config.RATELIMIT_LOGIN_PER_ACCOUNT)] == [
+        "5 per 1 minute", "20 per 1 hour"]
 
 
 def test_failed_logins_per_account_then_429_even_with_the_right_password(_schema):
