@@ -1,4 +1,4 @@
-"""Celery wired in one place (Flask's own pattern), plus the embedded worker and beat."""
+"""Celery wired in one place (Flask's own pattern): queues and routes, the embedded workers and beat."""
 from __future__ import annotations
 
 import importlib
