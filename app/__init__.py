@@ -45,6 +45,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.errors import register_error_handlers
     from app.extensions import api, db, jwt, migrate
     from app.realtime import init_realtime
+    from app.security import init_edge
     from app.tasks import celery_init_app
 
     db.init_app(app)
@@ -61,6 +62,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)  # after flask-smorest, so our handlers win
     init_realtime(app)
+    init_edge(app)  # after Socket.IO: CORS, security headers, trusted proxies wrap it all
     celery_init_app(app)
     register_cli(app)
     return app

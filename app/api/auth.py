@@ -20,6 +20,7 @@ blp = Blueprint("auth", __name__, description="Authentication")
 
 
 @blp.route("/auth/register", methods=["POST"])
+@blp.doc(security=[])
 @blp.arguments(RegisterSchema)
 def register(data):
     """Create an account with the viewer role (public)."""
@@ -28,6 +29,7 @@ def register(data):
 
 
 @blp.route("/auth/login", methods=["POST"])
+@blp.doc(security=[])
 @blp.arguments(LoginSchema)
 def login(data):
     """Exchange credentials for an access and a refresh token (public)."""
@@ -62,3 +64,11 @@ def logout(data):
 def me():
     """The caller."""
     return jsonify(user_dict(current_user))
+
+
+@blp.after_request
+def _never_cache(response):
+    """Auth responses carry tokens and credentials' outcomes: no cache may keep them."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response

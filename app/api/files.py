@@ -62,10 +62,13 @@ def download_url(file_id: int):
     file = file_service.get_file(file_id)
     token, expires_at = file_service.make_download_token(file, current_user)
     url = url_for("files.download", file_id=file.id, token=token, _external=True)
-    return jsonify({"url": url, "expires_at": isoformat(expires_at)})
+    response = jsonify({"url": url, "expires_at": isoformat(expires_at)})
+    response.headers["Cache-Control"] = "no-store"  # the URL is a bearer credential
+    return response
 
 
 @blp.route("/files/<int:file_id>/download")
+@blp.doc(security=[])
 def download(file_id: int):
     """The bytes, for a valid signed token (public); 404 once it has expired."""
     token = request.args.get("token")

@@ -21,7 +21,13 @@ ACTIONS = (
 RESOURCE_MODELS = {"episode": Episode, "job": Job, "file": File}
 
 
-def activity_dict(row: ActivityLog, users: dict[int, User] | None = None) -> dict:
+def activity_dict(row: ActivityLog, users: dict[int, User] | None = None, *,
+                  show_client: bool = False) -> dict:
+    """An activity row as the API shows it.
+
+    ``show_client`` (admins only) fills ``ip_address`` and ``user_agent``; for everyone
+    else they are null: where a person works from is personal data, not team activity.
+    """
     user = (users or {}).get(row.user_id) if row.user_id else None
     return {
         "id": row.id,
@@ -35,8 +41,8 @@ def activity_dict(row: ActivityLog, users: dict[int, User] | None = None) -> dic
         "description": row.description,
         "changes": row.changes,
         "metadata": row.meta or {},
-        "ip_address": row.ip_address,
-        "user_agent": row.user_agent,
+        "ip_address": row.ip_address if show_client else None,
+        "user_agent": row.user_agent if show_client else None,
         "created_at": isoformat(row.created_at),
     }
 
@@ -223,7 +229,7 @@ def stats(*, since: datetime | None, until: datetime | None, user_id: int | None
     }
 
 
-def dashboard(*, days: int, user_id: int | None) -> dict:
+def dashboard(*, days: int, user_id: int | None, show_client: bool = False) -> dict:
     since = utcnow() - timedelta(days=days)
     summary = stats(since=since, until=None, user_id=user_id)
     recent_q = filtered(select(ActivityLog), user_id=user_id, since=since)
@@ -234,7 +240,7 @@ def dashboard(*, days: int, user_id: int | None) -> dict:
         "days": days,
         **summary,
         "top_users": [{"user_id": k, "count": v} for k, v in top_users],
-        "recent": [activity_dict(r, users) for r in recent],
+        "recent": [activity_dict(r, users, show_client=show_client) for r in recent],
     }
 
 
