@@ -1,6 +1,7 @@
 """The activity log: written from domain events, read as feeds, history, search, stats."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -184,14 +185,33 @@ def check_resource_visible(viewer: User, resource_type: str, resource_id: int) -
         raise NotFound("Resource not found")
 
 
+# Outside quotes, websearch_to_tsquery skips these characters where it expects a word, and
+# reads each "-" there as NOT: "- - -x" or "-!-(-x" nest one NOT per dash, and past 32 its
+# parser fails ("tsquery stack too small", a 500). So they become spaces and a run of
+# NOTs becomes its parity (NOT NOT x is x): the same query, never more than one NOT deep.
+_TS_IGNORED = re.compile(r"[!&|()<]")
+_TS_NOT_RUN = re.compile(r"(?<!\S)-(?:\s*-)*")
+
+
+def websearch_text(q: str) -> str:
+    """``q`` rewritten so PostgreSQL's websearch parser can always read it, same meaning."""
+    parts = q.split('"')
+    for i in range(0, len(parts), 2):  # even parts are outside quotes
+        text = _TS_IGNORED.sub(" ", parts[i])
+        parts[i] = _TS_NOT_RUN.sub(lambda m: "-" if m.group().count("-") % 2 else " ", text)
+    return '"'.join(parts)
+
+
 def search_condition(q: str):
     """Full-text match on PostgreSQL (GIN index), every word LIKE-matched on SQLite."""
     words = [w for w in q.split() if w]
     if not words:
         raise ValidationError("A search query is required", details={"q": ["Must not be empty."]})
+    if "\x00" in q:  # no text value can hold NUL on PostgreSQL; reject it on both databases
+        raise ValidationError("Invalid search query", details={"q": ["Must not contain NUL."]})
     if db.engine.dialect.name == "postgresql":
         vector = func.to_tsvector("english", ActivityLog.search_text)
-        return vector.op("@@")(func.websearch_to_tsquery("english", q))
+        return vector.op("@@")(func.websearch_to_tsquery("english", websearch_text(q)))
     lowered = func.lower(ActivityLog.search_text)
     return db.and_(*[lowered.like(f"%{w.lower()}%", escape="\\") for w in
                      (x.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
