@@ -77,5 +77,7 @@ def download(file_id: int):
     file, user_id = file_service.resolve_download_token(file_id, token)
     path = file_service.path_of(file)
     file_service.record_download(file, user_id)
+    # Cleaned again: rows stored before names were cleaned may hold backslashes.
     return send_file(path, mimetype=file.content_type, as_attachment=True,
-                     download_name=file.filename, conditional=True)
+                     download_name=file_service.clean_filename(file.filename, fallback="download"),
+                     conditional=True)
