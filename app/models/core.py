@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.models.base import JSONType, TimestampMixin, UTCDateTime
+from app.models.base import NO_ID_REUSE, JSONType, TimestampMixin, UTCDateTime
 
 ROLES = ("admin", "editor", "viewer")
 EPISODE_STATUSES = ("draft", "in_review", "published", "archived")
@@ -17,7 +17,8 @@ JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 class User(TimestampMixin, db.Model):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('admin','editor','viewer')", name="role"),)
+    __table_args__ = (CheckConstraint("role IN ('admin','editor','viewer')", name="role"),
+                      NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
@@ -49,6 +50,7 @@ class Episode(TimestampMixin, db.Model):
             "status IN ('draft','in_review','published','archived')", name="status"
         ),
         Index("ix_episodes_created_by", "created_by"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -79,6 +81,7 @@ class Job(TimestampMixin, db.Model):
         Index("ix_jobs_episode_id", "episode_id"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
         Index("ix_jobs_created_by", "created_by"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -103,7 +106,7 @@ class Job(TimestampMixin, db.Model):
 
 class File(TimestampMixin, db.Model):
     __tablename__ = "files"
-    __table_args__ = (Index("ix_files_episode_id", "episode_id"),)
+    __table_args__ = (Index("ix_files_episode_id", "episode_id"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     episode_id: Mapped[int] = mapped_column(
@@ -123,7 +126,7 @@ class RevokedToken(db.Model):
     """The database token blocklist, used when Redis is not configured."""
 
     __tablename__ = "revoked_tokens"
-    __table_args__ = (UniqueConstraint("jti"),)
+    __table_args__ = (UniqueConstraint("jti"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     jti: Mapped[str] = mapped_column(String(64), nullable=False)
