@@ -5,6 +5,8 @@ import io
 import json
 import re
 
+import pytest
+
 from app.extensions import socketio
 from tests.conftest import make_test_app
 
@@ -210,3 +212,31 @@ def test_openapi_declares_bearer_auth_and_it_matches_the_routes(client, app):
                                    "/api/v1/files/{file_id}/download", "/api/v1/health"]
     assert len(secured) > 30
 
+
+
+# ---- the real thing: a production web process -------------------------------------------
+
+
+def test_production_process_refuses_websockets_from_other_origins(_schema):
+    """``APP_ENV=production`` with CORS_ORIGINS unset, eventlet, a raw websocket handshake:
+    another site's Origin is refused, the page's own origin is accepted."""
+    import requests
+    import websocket
+
+    from tests.processes import web_server
+
+    with web_server(async_mode="eventlet", APP_ENV="production", CORS_ORIGINS="",
+                    SECRET_KEY="s" * 40, JWT_SECRET_KEY="j" * 40) as server:
+        ws_url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(ws_url, origin=EVIL_ORIGIN, timeout=5)
+        assert refused.value.status_code == 400
+        ok = websocket.create_connection(ws_url, origin=server.url, timeout=5)
+        try:
+            assert ok.recv().startswith("0{")  # the Engine.IO open packet
+        finally:
+            ok.close()
+        rest = requests.options(f"{server.url}/api/v1/episodes", timeout=5, headers={
+            "Origin": EVIL_ORIGIN, "Access-Control-Request-Method": "POST"})
+        assert "Access-Control-Allow-Origin" not in rest.headers
+        assert rest.headers["X-Content-Type-Options"] == "nosniff"
