@@ -18,7 +18,13 @@ from app.services.serializers import file_dict
 blp = Blueprint("files", __name__, description="Media files")
 
 
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"}}}}}}
+
+
 @blp.route("/episodes/<int:episode_id>/files", methods=["POST"])
+@blp.doc(requestBody=UPLOAD_BODY)
 @role_required("editor")
 def upload_file(episode_id: int):
     """Upload a file (multipart field ``file``) to an episode (editor); 413 past the limit."""
