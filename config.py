@@ -227,8 +227,10 @@ class ProductionConfig(Config):
             if len(getattr(cls, name).encode()) < MIN_SECRET_BYTES:
                 raise RuntimeError(f"Production refuses a {name} shorter than "
                                    f"{MIN_SECRET_BYTES} bytes")
-        if cls.CORS_ORIGINS.strip() == "*":
-            raise RuntimeError("Production refuses CORS_ORIGINS='*'")
+        if "*" in cls.CORS_ORIGINS:
+            # "*" alone or in the list is any origin; a pattern would be a regex to
+            # Flask-CORS but a literal to python-engineio: name each origin.
+            raise RuntimeError("Production refuses '*' in CORS_ORIGINS; list the origins")
 
 
 CONFIGS = {

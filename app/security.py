@@ -24,10 +24,10 @@ EXPOSED_HEADERS = ["Retry-After", "Content-Disposition"]
 
 def cors_origins(app: Flask) -> list[str] | str | None:
     """``CORS_ORIGINS`` parsed: ``"*"``, a list of origins, or None for same origin only."""
-    raw = (app.config.get("CORS_ORIGINS") or "").strip()
-    if raw == "*":
-        return "*"
+    raw = app.config.get("CORS_ORIGINS") or ""
     origins = [origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip()]
+    if "*" in origins:  # python-engineio reads a "*" anywhere in the list as "any origin"
+        return "*"
     return origins or None
 
 

@@ -39,10 +39,11 @@ def test_production_refuses_default_secrets(monkeypatch):
                             CORS_ORIGINS="https://app.example.com")
     config.ProductionConfig.validate()
     assert config.ProductionConfig.SOCKETIO_ASYNC_MODE == "eventlet"
-    config = _reload_config(monkeypatch, SECRET_KEY="x" * 40, JWT_SECRET_KEY="y" * 40,
-                            CORS_ORIGINS="*")
-    with pytest.raises(RuntimeError):
-        config.ProductionConfig.validate()
+    for origins in ("*", "https://app.example.com, *", "https://*.example.com"):
+        config = _reload_config(monkeypatch, SECRET_KEY="x" * 40, JWT_SECRET_KEY="y" * 40,
+                                CORS_ORIGINS=origins)
+        with pytest.raises(RuntimeError):
+            config.ProductionConfig.validate()
     _reload_config(monkeypatch)
 
 
