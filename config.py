@@ -144,7 +144,12 @@ class Config:
 
     # Real-time layer.
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+    # Browser origins allowed to call the REST API (Flask-CORS) and open sockets
+    # (python-engineio), comma-separated; "*" any; empty: same origin only (app/cors.py).
     CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "*")
+    # Reverse proxies in front of the app that set X-Forwarded-For/-Proto/-Host. 0: those
+    # headers are ignored (anyone can send them), the client address is the TCP peer's.
+    TRUSTED_PROXIES = max(0, _int("TRUSTED_PROXIES", 0))
     # Socket.IO message queue shared by every web process and worker (Redis).
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or REDIS_URL
     MAX_CONNECTIONS = _int("MAX_CONNECTIONS", 500)
@@ -160,6 +165,16 @@ class Config:
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/api/v1"
     OPENAPI_JSON_PATH = "openapi.json"
+    # Every operation needs the bearer access token unless it says ``security: []``
+    # (``@blp.doc(security=[])`` on the public views: health, register, login, download).
+    API_SPEC_OPTIONS = {
+        "components": {"securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "An access token from POST /auth/login "
+                                          "(POST /auth/refresh takes the refresh token)."},
+        }},
+        "security": [{"bearerAuth": []}],
+    }
 
     @classmethod
     def celery(cls) -> dict:
@@ -213,8 +228,15 @@ class TestConfig(Config):
         return settings
 
 
+MIN_SECRET_BYTES = 32
+
+
 class ProductionConfig(Config):
-    """Production: refuses to start with the default secrets or an open CORS policy."""
+    """Production: refuses default or short secrets and an open CORS policy.
+
+    An unset ``CORS_ORIGINS`` means same origin only: no CORS headers on the REST API and
+    python-engineio's own same-origin check for sockets (never its "check off" mode).
+    """
 
     ENV_NAME = "production"
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "eventlet")
@@ -226,8 +248,15 @@ class ProductionConfig(Config):
         """Raise when the configuration is unsafe for production."""
         if cls.SECRET_KEY == DEFAULT_SECRET_KEY or cls.JWT_SECRET_KEY == DEFAULT_JWT_SECRET_KEY:
             raise RuntimeError("Production refuses the default SECRET_KEY / JWT_SECRET_KEY")
-        if cls.CORS_ORIGINS.strip() == "*":
-            raise RuntimeError("Production refuses CORS_ORIGINS='*'")
+        for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
+            # HS256 keys shorter than the hash (32 bytes) are guessable offline from one token.
+            if len(getattr(cls, name).encode()) < MIN_SECRET_BYTES:
+                raise RuntimeError(f"Production refuses a {name} shorter than "
+                                   f"{MIN_SECRET_BYTES} bytes")
+        if "*" in cls.CORS_ORIGINS:
+            # "*" alone or in the list is any origin; a pattern would be a regex to
+            # Flask-CORS but a literal to python-engineio: name each origin.
+            raise RuntimeError("Production refuses '*' in CORS_ORIGINS; list the origins")
 
 
 CONFIGS = {

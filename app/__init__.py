@@ -46,6 +46,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.extensions import api, db, jwt, migrate
     from app.limits import init_limits
     from app.realtime import init_realtime
+    from app.security import init_edge
     from app.tasks import celery_init_app
 
     init_limits(app)  # first: the body cap runs before any hook that reads a body
@@ -63,6 +64,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)  # after flask-smorest, so our handlers win
     init_realtime(app)
+    init_edge(app)  # after Socket.IO: CORS, security headers, trusted proxies wrap it all
     celery_init_app(app)
     register_cli(app)
     return app

@@ -97,6 +97,8 @@ def _clean(app) -> None:
         else:
             for name in tables:
                 db.session.execute(text(f"DELETE FROM {name}"))
+            # AUTOINCREMENT counters, like PostgreSQL's RESTART IDENTITY above.
+            db.session.execute(text("DELETE FROM sqlite_sequence"))
         db.session.commit()
         from app.redis_client import get_redis
 

@@ -1,6 +1,7 @@
 """Activity API: feeds, filters, pagination, history, timeline, search, stats, retention."""
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -73,6 +74,46 @@ def test_search_finds_activity_by_a_word_of_the_title(client, admin, editor, vie
     assert client.get("/api/v1/activity/search", headers=admin.headers).status_code == 422
     # Odd characters are searched for, not interpreted.
     assert client.get("/api/v1/activity/search?q=%25_%27%22", headers=admin.headers).status_code == 200
+
+
+def _search(client, user, q):
+    return client.get("/api/v1/activity/search", query_string={"q": q}, headers=user.headers)
+
+
+def test_search_input_postgresql_cannot_parse_is_never_a_500(client, admin, editor):
+    """33 NOTs in a row overflowed websearch_to_tsquery's parser stack: 500 on PostgreSQL."""
+    _make(client, editor, "Lighthouse")
+    for q in ["-" * 33, "- " * 40 + "x", "-!" * 40 + "lighthouse", "-(" * 40, "-\t" * 40,
+              "-\u3000" * 40 + "x", '"' + "-" * 50 + '"', "a\x00b"]:
+        response = _search(client, admin, q)
+        assert response.status_code in (200, 422), (q, response.status_code)
+        if response.status_code == 422:
+            assert response.json["error"]["details"]["q"]
+    # A hostile alphabet at random, bounded: every answer is a 200 with a list.
+    rnd = random.Random(13)
+    alphabet = ["-", " ", "!", '"', "(", ")", "&", "|", "<", ">", ":", "*", "'", "\\", "or ",
+                "\t", "\u3000", "light", "house", "-!", "--", "<->"]
+    for _ in range(150):
+        q = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 100))).strip() or "x"
+        response = _search(client, admin, q[:200])
+        assert response.status_code == 200 and "items" in response.json, (q, response.status_code)
+
+
+def test_search_keeps_the_meaning_of_negations(app, client, admin, editor):
+    _make(client, editor, "Lighthouse")
+    _make(client, editor, "Submarine")
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            return  # SQLite matches words literally; websearch syntax is PostgreSQL's
+
+    def names(q):
+        return sorted(i["resource_name"] for i in _search(client, admin, q).json["items"])
+
+    assert names("-" * 33 + "lighthouse") == ["Submarine"]  # odd: NOT
+    assert names("- " * 34 + "lighthouse") == ["Lighthouse"]  # even: NOT NOT is the word
+    assert names("-!-(-lighthouse") == ["Submarine"]
+    assert names('lighthouse or "submarine"') == ["Lighthouse", "Submarine"]
+    assert activity.websearch_text('a -"--b" ---c') == 'a -"--b" -c'
 
 
 def test_stats_and_dashboard(client, admin, editor, factory):

@@ -39,11 +39,35 @@ def test_production_refuses_default_secrets(monkeypatch):
                             CORS_ORIGINS="https://app.example.com")
     config.ProductionConfig.validate()
     assert config.ProductionConfig.SOCKETIO_ASYNC_MODE == "eventlet"
-    config = _reload_config(monkeypatch, SECRET_KEY="x" * 40, JWT_SECRET_KEY="y" * 40,
-                            CORS_ORIGINS="*")
-    with pytest.raises(RuntimeError):
-        config.ProductionConfig.validate()
+    for origins in ("*", "https://app.example.com, *", "https://*.example.com"):
+        config = _reload_config(monkeypatch, SECRET_KEY="x" * 40, JWT_SECRET_KEY="y" * 40,
+                                CORS_ORIGINS=origins)
+        with pytest.raises(RuntimeError):
+            config.ProductionConfig.validate()
     _reload_config(monkeypatch)
+
+
+@pytest.mark.parametrize("secret, jwt_secret", [
+    ("x", "y" * 40), ("x" * 40, "y"), ("x" * 31, "y" * 40), ("x" * 40, "é" * 15)])
+def test_production_refuses_secrets_shorter_than_32_bytes(monkeypatch, secret, jwt_secret):
+    config = _reload_config(monkeypatch, SECRET_KEY=secret, JWT_SECRET_KEY=jwt_secret,
+                            CORS_ORIGINS="https://app.example.com")
+    try:
+        with pytest.raises(RuntimeError, match="32 bytes"):
+            config.ProductionConfig.validate()
+    finally:
+        _reload_config(monkeypatch)
+
+
+def test_production_with_cors_origins_unset_is_same_origin_only(monkeypatch):
+    """Unset is allowed in production and means same origin (tests/test_security.py)."""
+    config = _reload_config(monkeypatch, SECRET_KEY="x" * 32, JWT_SECRET_KEY="y" * 32)
+    try:
+        config.ProductionConfig.validate()
+        assert config.ProductionConfig.CORS_ORIGINS == ""
+        assert config.ProductionConfig.TRUSTED_PROXIES == 0
+    finally:
+        _reload_config(monkeypatch)
 
 
 def test_gc_thresholds_come_from_the_environment_or_the_default(monkeypatch, caplog):

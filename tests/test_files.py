@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from app.extensions import db
 from app.models import File
@@ -90,3 +90,53 @@ def test_old_link_does_not_open_a_new_file_with_a_reused_id(client, editor, epis
     r = client.get(_path_and_query(signed["url"]))
     assert r.status_code == 404 or again["id"] != meta["id"]
     assert b"NEW-SECRET" not in r.data
+
+
+def _upload_exact_name(client, user, episode_id, data: bytes, name: str):
+    """A multipart upload whose name arrives exactly as given: RFC 5987 ``filename*``
+    (percent-encoded UTF-8), which werkzeug decodes as is. A plain quoted ``filename``
+    loses single backslashes to quoted-string unescaping, which would hide the bug."""
+    boundary = "ec-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename*=UTF-8''{quote(name, safe='')}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + (
+            f"\r\n--{boundary}--\r\n").encode()
+    return client.post(f"/api/v1/episodes/{episode_id}/files", data=body, headers={
+        **user.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def test_upload_names_are_cleaned_of_paths_controls_and_device_names(client, editor, episode):
+    cases = {
+        "x\\..\\..\\Users\\Public\\evil.bat": "evil.bat",  # Windows separators
+        "../../etc/passwd": "passwd",
+        "a\x01b\x1fc\x7f.txt": "abc.txt",  # control characters
+        "CON.txt": "_CON.txt", "nul": "_nul", "com1.tar.gz": "_com1.tar.gz", "LPT9 .log": "_LPT9 .log",
+        "CONSOLE.txt": "CONSOLE.txt",  # not a device
+        "a:b?c*.txt": "a_b_c_.txt",  # Windows-forbidden characters (":" is an alternate stream)
+        "evil\u202egpj.exe": "evilgpj.exe",  # a bidi override would show "evilexe.jpg"
+        " .hidden. ": "hidden",
+        "Ünïcødé take.wav": "Ünïcødé take.wav",
+        "x" * 300 + ".wav": "x" * 251 + ".wav",
+    }
+    for raw, expected in cases.items():
+        response = _upload_exact_name(client, editor, episode["id"], b"bytes", raw)
+        assert response.status_code == 201, (raw, response.json)
+        assert response.json["filename"] == expected, raw
+        url = client.get(f"/api/v1/files/{response.json['id']}/download-url", headers=editor.headers)
+        disposition = client.get(_path_and_query(url.json["url"])).headers["Content-Disposition"]
+        assert disposition.startswith("attachment") and "\\" not in disposition
+    for hopeless in ("..\\..\\", " . ", "\x00\x01"):
+        response = _upload_exact_name(client, editor, episode["id"], b"bytes", hopeless)
+        assert response.status_code == 422, hopeless
+        assert "file" in response.json["error"]["details"]
+
+
+def test_a_stored_name_is_cleaned_again_at_download(app, client, editor, episode):
+    """Rows written before names were cleaned still download under a safe name."""
+    meta = _upload(client, editor, episode["id"], b"old", "old.bat").json
+    with app.app_context():
+        db.session.get(File, meta["id"]).filename = "x\\..\\..\\Users\\Public\\evil.bat"
+        db.session.commit()
+    url = client.get(f"/api/v1/files/{meta['id']}/download-url", headers=editor.headers).json["url"]
+    disposition = client.get(_path_and_query(url)).headers["Content-Disposition"]
+    assert disposition == "attachment; filename=evil.bat"

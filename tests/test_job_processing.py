@@ -511,3 +511,21 @@ def test_only_the_first_100_defers_its_cancel_check(app, client, editor, episode
         job_service.cancel_job(db.session.get(User, editor.id), job["id"])
         with pytest.raises(JobCancelled):
             checkpoint(100, "still hashing")
+
+
+def test_export_zip_entries_are_safe_names(app, client, editor, episode):
+    """No entry carries a path separator, a climb, a control character or a device name,
+    also for rows stored before upload names were cleaned."""
+    legacy = upload(client, editor, episode["id"], b"legacy", "legacy.bat")
+    fresh = upload(client, editor, episode["id"], b"fresh", "NUL.txt")
+    with app.app_context():
+        db.session.get(File, legacy["id"]).filename = "x\\..\\..\\Users\\Public\\evil\x07.bat"
+        db.session.commit()
+    job = create(client, editor, episode["id"], "export")
+    assert job["status"] == "completed", job
+    archive = zipfile.ZipFile(io.BytesIO(download(client, editor, job["result"]["file_id"])))
+    assert sorted(archive.namelist()) == sorted([
+        "metadata.json", f"files/{legacy['id']}-evil.bat", f"files/{fresh['id']}-_NUL.txt"])
+    assert archive.read(f"files/{legacy['id']}-evil.bat") == b"legacy"
+    for name in archive.namelist():
+        assert "\\" not in name and ".." not in name and name.isprintable()

@@ -45,6 +45,6 @@ def register_blueprints(app: Flask) -> None:
     @app.before_request
     def _remember_request_meta() -> None:
         # Services never read ``request``; they read this context variable instead.
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        ip = forwarded.split(",")[0].strip() if forwarded else request.remote_addr
-        request_meta.set(RequestMeta(ip_address=ip, user_agent=request.user_agent.string))
+        # remote_addr honours X-Forwarded-For only behind TRUSTED_PROXIES (app/security.py).
+        request_meta.set(RequestMeta(ip_address=request.remote_addr,
+                                     user_agent=request.user_agent.string))

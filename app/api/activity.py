@@ -41,7 +41,8 @@ def _page(query, args, *, ascending: bool = False) -> dict:
     page = paginate(query, ActivityLog.id, lambda row: row, cursor=args.get("cursor"),
                     limit=args.get("limit"), ascending=ascending)
     users = activity_service.users_by_id(row.user_id for row in page["items"])
-    page["items"] = [activity_service.activity_dict(row, users) for row in page["items"]]
+    page["items"] = [activity_service.activity_dict(row, users, show_client=current_user.is_admin)
+                     for row in page["items"]]
     return page
 
 
@@ -93,7 +94,8 @@ def stats(args):
 def dashboard(args):
     """The last N days at a glance (admins: all; others: own)."""
     user_id = None if current_user.is_admin else current_user.id
-    return jsonify(activity_service.dashboard(days=args["days"], user_id=user_id))
+    return jsonify(activity_service.dashboard(days=args["days"], user_id=user_id,
+                                              show_client=current_user.is_admin))
 
 
 @blp.route("/activity/<resource_type>/<int:resource_id>")

@@ -23,6 +23,7 @@ blp = Blueprint("auth", __name__, description="Authentication")
 
 @blp.route("/auth/register", methods=["POST"])
 @blp.alt_response(429, **RATE_LIMITED)
+@blp.doc(security=[])
 @blp.arguments(RegisterSchema)
 @limiter.limit(limits.register_per_ip, key_func=limits.ip_key)
 def register(data):
@@ -33,6 +34,7 @@ def register(data):
 
 @blp.route("/auth/login", methods=["POST"])
 @blp.alt_response(429, **RATE_LIMITED)
+@blp.doc(security=[])
 @blp.arguments(LoginSchema)
 @limiter.limit(limits.login_per_ip, key_func=limits.ip_key)
 @limiter.limit(limits.login_per_account, key_func=limits.account_key,
@@ -75,3 +77,11 @@ def logout(data):
 def me():
     """The caller."""
     return jsonify(user_dict(current_user))
+
+
+@blp.after_request
+def _never_cache(response):
+    """Auth responses carry tokens and credentials' outcomes: no cache may keep them."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response

@@ -18,7 +18,13 @@ from app.services.serializers import file_dict
 blp = Blueprint("files", __name__, description="Media files")
 
 
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"}}}}}}
+
+
 @blp.route("/episodes/<int:episode_id>/files", methods=["POST"])
+@blp.doc(requestBody=UPLOAD_BODY)
 @role_required("editor")
 def upload_file(episode_id: int):
     """Upload a file (multipart field ``file``) to an episode (editor); 413 past the limit."""
@@ -62,10 +68,13 @@ def download_url(file_id: int):
     file = file_service.get_file(file_id)
     token, expires_at = file_service.make_download_token(file, current_user)
     url = url_for("files.download", file_id=file.id, token=token, _external=True)
-    return jsonify({"url": url, "expires_at": isoformat(expires_at)})
+    response = jsonify({"url": url, "expires_at": isoformat(expires_at)})
+    response.headers["Cache-Control"] = "no-store"  # the URL is a bearer credential
+    return response
 
 
 @blp.route("/files/<int:file_id>/download")
+@blp.doc(security=[])
 def download(file_id: int):
     """The bytes, for a valid signed token (public); 404 once it has expired."""
     token = request.args.get("token")
@@ -74,5 +83,7 @@ def download(file_id: int):
     file, user_id = file_service.resolve_download_token(file_id, token)
     path = file_service.path_of(file)
     file_service.record_download(file, user_id)
+    # Cleaned again: rows stored before names were cleaned may hold backslashes.
     return send_file(path, mimetype=file.content_type, as_attachment=True,
-                     download_name=file.filename, conditional=True)
+                     download_name=file_service.clean_filename(file.filename, fallback="download"),
+                     conditional=True)

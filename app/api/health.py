@@ -47,6 +47,7 @@ def _broker_state() -> str:
 
 
 @blp.route("/health")
+@blp.doc(security=[])
 def health():
     """Report database, Redis and broker state (public)."""
     database = "ok" if _database_ok() else "unavailable"

@@ -81,7 +81,10 @@ def export(ctx: JobContext) -> dict:
                 if not path.exists():
                     missing.append({"file_id": file_id, "filename": filename})
                     continue
-                done = _add_to_zip(ctx, archive, path, f"files/{file_id}-{filename}", done, total)
+                # Cleaned again (rows stored before names were cleaned): no entry may carry
+                # a path separator or a device name into someone's extractor.
+                arcname = f"files/{file_id}-{file_service.clean_filename(filename, fallback='file')}"
+                done = _add_to_zip(ctx, archive, path, arcname, done, total)
                 included.append(file_id)
         ctx.progress(95, "Storing the archive")  # the last point where a cancel still applies
         with open(tmp_name, "rb") as stream:

@@ -11,6 +11,12 @@ from sqlalchemy.types import TypeDecorator
 # JSON everywhere, JSONB on PostgreSQL (indexable, compact).
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
+# Table kwargs of every table with an integer id: on SQLite, AUTOINCREMENT, so an id is
+# never handed out twice (without it SQLite reuses the largest id after a delete, and a new
+# episode inherited the deleted one's history, links and subscriptions). PostgreSQL's
+# identity sequences never reuse ids anyway.
+NO_ID_REUSE = {"sqlite_autoincrement": True}
+
 
 def insert_for_dialect(table):
     """INSERT for the bound database's dialect, so ``on_conflict_do_nothing`` is available

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.models.base import JSONType, TimestampMixin, UTCDateTime
+from app.models.base import NO_ID_REUSE, JSONType, TimestampMixin, UTCDateTime
 
 ROLES = ("admin", "editor", "viewer")
 EPISODE_STATUSES = ("draft", "in_review", "published", "archived")
@@ -26,7 +26,8 @@ JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 class User(TimestampMixin, db.Model):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('admin','editor','viewer')", name="role"),)
+    __table_args__ = (CheckConstraint("role IN ('admin','editor','viewer')", name="role"),
+                      NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
@@ -58,6 +59,7 @@ class Episode(TimestampMixin, db.Model):
             "status IN ('draft','in_review','published','archived')", name="status"
         ),
         Index("ix_episodes_created_by", "created_by"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -93,6 +95,7 @@ class Job(TimestampMixin, db.Model):
         Index("ix_jobs_active_created_by", "created_by",
               postgresql_where=text("status IN ('queued', 'running')"),
               sqlite_where=text("status IN ('queued', 'running')")),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -117,7 +120,7 @@ class Job(TimestampMixin, db.Model):
 
 class File(TimestampMixin, db.Model):
     __tablename__ = "files"
-    __table_args__ = (Index("ix_files_episode_id", "episode_id"),)
+    __table_args__ = (Index("ix_files_episode_id", "episode_id"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     episode_id: Mapped[int] = mapped_column(
@@ -137,7 +140,7 @@ class RevokedToken(db.Model):
     """The database token blocklist, used when Redis is not configured."""
 
     __tablename__ = "revoked_tokens"
-    __table_args__ = (UniqueConstraint("jti"),)
+    __table_args__ = (UniqueConstraint("jti"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     jti: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -7,7 +7,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
-from app.models.base import JSONType, TimestampMixin, UTCDateTime
+from app.models.base import NO_ID_REUSE, JSONType, TimestampMixin, UTCDateTime
 
 
 class DomainEvent(TimestampMixin, db.Model):
@@ -18,6 +18,7 @@ class DomainEvent(TimestampMixin, db.Model):
         # The re-delivery sweep scans undelivered events by age.
         Index("ix_domain_events_undelivered", "delivered_at", "created_at"),
         Index("ix_domain_events_resource", "resource_type", "resource_id"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -47,6 +48,7 @@ class ActivityLog(TimestampMixin, db.Model):
         Index("ix_activity_logs_resource", "resource_type", "resource_id"),
         Index("ix_activity_logs_action", "action"),
         Index("ix_activity_logs_created_at", "created_at"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

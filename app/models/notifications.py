@@ -7,7 +7,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
-from app.models.base import JSONType, TimestampMixin, UTCDateTime
+from app.models.base import NO_ID_REUSE, JSONType, TimestampMixin, UTCDateTime
 
 PRIORITIES = ("critical", "high", "normal", "low")
 
@@ -26,6 +26,7 @@ class Notification(TimestampMixin, db.Model):
         Index("ix_notifications_expires_at", "expires_at"),
         Index("ix_notifications_priority", "priority"),
         Index("ix_notifications_deliver_at", "deliver_at"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -49,6 +50,7 @@ class Notification(TimestampMixin, db.Model):
 
 class NotificationPreference(TimestampMixin, db.Model):
     __tablename__ = "notification_preferences"
+    __table_args__ = (NO_ID_REUSE,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(

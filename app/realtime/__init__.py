@@ -6,21 +6,16 @@ from socketio import RedisManager
 
 from app.extensions import socketio
 from app.realtime.manager import IndexedManager, IndexedRedisManager
+from app.security import cors_origins
 
 CHANNEL = "flask-socketio"  # the Redis channel every web process and worker shares
-
-
-def cors_origins(app: Flask) -> list[str] | str:
-    raw = (app.config.get("CORS_ORIGINS") or "").strip()
-    if raw == "*":
-        return "*"
-    return [origin.strip() for origin in raw.split(",") if origin.strip()]
 
 
 def init_realtime(app: Flask) -> None:
     """Bind Socket.IO; with REDIS_URL every process shares one message queue."""
     options: dict = {
         "async_mode": app.config["SOCKETIO_ASYNC_MODE"],
+        # None is python-engineio's same-origin check; [] would turn the check off.
         "cors_allowed_origins": cors_origins(app),
         "ping_interval": app.config["SOCKETIO_PING_INTERVAL"],
         "ping_timeout": app.config["SOCKETIO_PING_TIMEOUT"],

@@ -1,6 +1,7 @@
 """The activity log: written from domain events, read as feeds, history, search, stats."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,13 @@ ACTIONS = (
 RESOURCE_MODELS = {"episode": Episode, "job": Job, "file": File}
 
 
-def activity_dict(row: ActivityLog, users: dict[int, User] | None = None) -> dict:
+def activity_dict(row: ActivityLog, users: dict[int, User] | None = None, *,
+                  show_client: bool = False) -> dict:
+    """An activity row as the API shows it.
+
+    ``show_client`` (admins only) fills ``ip_address`` and ``user_agent``; for everyone
+    else they are null: where a person works from is personal data, not team activity.
+    """
     user = (users or {}).get(row.user_id) if row.user_id else None
     return {
         "id": row.id,
@@ -35,8 +42,8 @@ def activity_dict(row: ActivityLog, users: dict[int, User] | None = None) -> dic
         "description": row.description,
         "changes": row.changes,
         "metadata": row.meta or {},
-        "ip_address": row.ip_address,
-        "user_agent": row.user_agent,
+        "ip_address": row.ip_address if show_client else None,
+        "user_agent": row.user_agent if show_client else None,
         "created_at": isoformat(row.created_at),
     }
 
@@ -178,14 +185,33 @@ def check_resource_visible(viewer: User, resource_type: str, resource_id: int) -
         raise NotFound("Resource not found")
 
 
+# Outside quotes, websearch_to_tsquery skips these characters where it expects a word, and
+# reads each "-" there as NOT: "- - -x" or "-!-(-x" nest one NOT per dash, and past 32 its
+# parser fails ("tsquery stack too small", a 500). So they become spaces and a run of
+# NOTs becomes its parity (NOT NOT x is x): the same query, never more than one NOT deep.
+_TS_IGNORED = re.compile(r"[!&|()<]")
+_TS_NOT_RUN = re.compile(r"(?<!\S)-(?:\s*-)*")
+
+
+def websearch_text(q: str) -> str:
+    """``q`` rewritten so PostgreSQL's websearch parser can always read it, same meaning."""
+    parts = q.split('"')
+    for i in range(0, len(parts), 2):  # even parts are outside quotes
+        text = _TS_IGNORED.sub(" ", parts[i])
+        parts[i] = _TS_NOT_RUN.sub(lambda m: "-" if m.group().count("-") % 2 else " ", text)
+    return '"'.join(parts)
+
+
 def search_condition(q: str):
     """Full-text match on PostgreSQL (GIN index), every word LIKE-matched on SQLite."""
     words = [w for w in q.split() if w]
     if not words:
         raise ValidationError("A search query is required", details={"q": ["Must not be empty."]})
+    if "\x00" in q:  # no text value can hold NUL on PostgreSQL; reject it on both databases
+        raise ValidationError("Invalid search query", details={"q": ["Must not contain NUL."]})
     if db.engine.dialect.name == "postgresql":
         vector = func.to_tsvector("english", ActivityLog.search_text)
-        return vector.op("@@")(func.websearch_to_tsquery("english", q))
+        return vector.op("@@")(func.websearch_to_tsquery("english", websearch_text(q)))
     lowered = func.lower(ActivityLog.search_text)
     return db.and_(*[lowered.like(f"%{w.lower()}%", escape="\\") for w in
                      (x.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -223,7 +249,7 @@ def stats(*, since: datetime | None, until: datetime | None, user_id: int | None
     }
 
 
-def dashboard(*, days: int, user_id: int | None) -> dict:
+def dashboard(*, days: int, user_id: int | None, show_client: bool = False) -> dict:
     since = utcnow() - timedelta(days=days)
     summary = stats(since=since, until=None, user_id=user_id)
     recent_q = filtered(select(ActivityLog), user_id=user_id, since=since)
@@ -234,7 +260,7 @@ def dashboard(*, days: int, user_id: int | None) -> dict:
         "days": days,
         **summary,
         "top_users": [{"user_id": k, "count": v} for k, v in top_users],
-        "recent": [activity_dict(r, users) for r in recent],
+        "recent": [activity_dict(r, users, show_client=show_client) for r in recent],
     }
 
 

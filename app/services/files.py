@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import unicodedata
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,43 @@ from app.services import events
 from app.services.transaction import on_commit
 
 CHUNK = 1024 * 1024
+MAX_NAME = 255
+
+# Names Windows maps to devices whatever the extension ("CON.txt", "nul", "COM1.tar.gz").
+_WINDOWS_DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³]|CONIN\$|CONOUT\$)",
+                             re.IGNORECASE)
+# Characters Windows refuses in a name (":" also opens an alternate data stream).
+_WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*]')
+# Bidirectional overrides spoof extensions ("evil\u202egpj.exe" shows as "evilexe.jpg").
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def clean_filename(raw: str | None, *, fallback: str | None = None) -> str:
+    """A file name that is safe to show, to send as a download name and to extract anywhere.
+
+    The client's name is only a label: the last component of either path separator (a
+    Windows ``x\\..\\evil.bat`` is ``evil.bat``), without control characters or bidi
+    overrides, Windows' forbidden characters as ``_``, no leading or trailing dots and
+    spaces, a device name (``CON``, ``NUL``, ``COM1``...) prefixed with ``_``, at most 255
+    characters keeping the extension. Nothing left: ``fallback``, or a 422 without one.
+    """
+    name = unicodedata.normalize("NFC", raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch not in _BIDI_CONTROLS
+                   and unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp"))
+    name = _WINDOWS_FORBIDDEN.sub("_", name).strip(" .")
+    if _WINDOWS_DEVICE.fullmatch(name.split(".", 1)[0].rstrip(" ")):
+        name = "_" + name
+    if len(name) > MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        keep = dot + ext if stem and len(ext) <= 16 else ""
+        name = name[:MAX_NAME - len(keep)].rstrip(" .") + keep
+    if not name:
+        if fallback is not None:
+            return fallback
+        raise ValidationError("A usable file name is required",
+                              details={"file": ["The file name has no usable characters."]})
+    return name
 
 
 def storage_dir() -> Path:
@@ -61,9 +100,9 @@ def store_file(
     episode = db.session.get(Episode, episode_id)
     if episode is None:
         raise NotFound("Episode not found")
-    name = os.path.basename(filename or "").strip()
-    if not name:
+    if not (filename or "").strip():
         raise ValidationError("A file name is required", details={"file": ["Missing file name."]})
+    name = clean_filename(filename)
     stored_name = uuid.uuid4().hex
     target = storage_dir() / stored_name
     tmp = target.with_suffix(".part")
@@ -77,7 +116,7 @@ def store_file(
         os.replace(tmp, target)
         file = File(
             episode_id=episode.id,
-            filename=name[:255],
+            filename=name,
             stored_name=stored_name,
             content_type=content_type or "application/octet-stream",
             size=size,

@@ -1,7 +1,7 @@
 """jobs: partial index on created_by over queued and running jobs (the per-user job cap)
 
 Revision ID: 0003_job_queue_cap
-Revises: 0002
+Revises: 0003_sqlite_autoincrement
 Create Date: 2026-11-30 19:10:00
 
 ``POST /jobs`` counts the user's queued + running jobs (at most MAX_QUEUED_JOBS_PER_USER).
@@ -12,7 +12,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0003_job_queue_cap'
-down_revision = '0002'
+down_revision = '0003_sqlite_autoincrement'
 branch_labels = None
 depends_on = None
 
