@@ -131,6 +131,11 @@ class Config:
     SOCKETIO_PING_INTERVAL = max(1, _int("SOCKETIO_PING_INTERVAL", 25))
     SOCKETIO_PING_TIMEOUT = max(1, _int("SOCKETIO_PING_TIMEOUT", 20))
     PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
+    # Reconnect replay (app/services/replay.py): the most recent emitted events kept in a
+    # shared buffer (Redis, or process memory without it; 0 turns it off), and the most
+    # events one reconnect replays; a client further behind gets resync_required.
+    REPLAY_BUFFER_SIZE = _int("REPLAY_BUFFER_SIZE", 5000)
+    REPLAY_LIMIT = _int("REPLAY_LIMIT", 1000)
 
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"

@@ -37,7 +37,9 @@ def init_realtime(app: Flask) -> None:
         options["client_manager"] = IndexedManager()
     from app.realtime import connections
     from app.realtime.namespaces import register_namespaces
+    from app.services import replay
 
     register_namespaces()
     connections.reset()
+    replay.reset_local()
     socketio.init_app(app, **options)

@@ -9,12 +9,11 @@ import time
 
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
-from sqlalchemy import select
 
 from app.auth import load_user_from_token
 from app.errors import DomainError
 from app.extensions import db, socketio
-from app.models import DomainEvent, Episode, Job, User
+from app.models import Episode, Job, User
 from app.realtime import connections
 from app.realtime.emit import (
     ADMIN,
@@ -24,16 +23,14 @@ from app.realtime.emit import (
     ROOM_ADMINS,
     ROOM_ALL,
     emit_to,
+    envelope,
     episode_room,
-    event_envelope,
     job_room,
-    routes_for,
     user_room,
 )
-from app.services import presence
+from app.services import presence, replay
 
 log = logging.getLogger(__name__)
-REPLAY_LIMIT = 1000
 
 
 def _refuse(code: str, message: str) -> ConnectionRefusedError:
@@ -102,27 +99,27 @@ class AuthenticatedNamespace(Namespace):
         with app.app_context():
             user = db.session.get(User, user_id)
             last = self._replay(user, sid, last_event_id)
+            db.session.rollback()  # no connection held while the rooms are joined
             self.join_default_rooms(user, sid)
             self._replay(user, sid, last)  # what was delivered while we replayed
 
     def _replay(self, user: User, sid: str, after_id: int) -> int:
-        rows = list(db.session.scalars(
-            select(DomainEvent)
-            .where(DomainEvent.id > after_id, DomainEvent.delivered_at.is_not(None))
-            .order_by(DomainEvent.id).limit(REPLAY_LIMIT)))
+        """Send the missed events this socket may see, from the shared history; or tell the
+        client to resync over REST when that history no longer reaches back to ``after_id``.
+        Returns the id the client is now at."""
+        history = replay.history_after(after_id)
+        if history.resync is not None:
+            newest = history.newest if history.newest is not None else after_id
+            emit_to([(self.namespace, sid)], "resync_required", envelope(
+                "resync_required", {"last_event_id": newest, "reason": history.resync},
+                event_id=None, actor=None))
+            return max(newest, after_id)
         last = after_id
-        actors = {u.id: u for u in db.session.scalars(
-            select(User).where(User.id.in_({r.actor_id for r in rows if r.actor_id})))}
-        for event in rows:
-            last = event.id
+        for entry in history.entries:
+            last = max(last, entry["id"])
             if any(ns == self.namespace and self.may_see_room(user, room)
-                   for ns, room in routes_for(event)):
-                emit_to([(self.namespace, sid)], event.name,
-                        event_envelope(event, actors.get(event.actor_id)))
-        if len(rows) == REPLAY_LIMIT:
-            emit_to([(self.namespace, sid)], "resync_required",
-                    {"id": None, "event": "resync_required", "data": {"last_event_id": last},
-                     "actor": None, "timestamp": None})
+                   for ns, room in entry["routes"]):
+                emit_to([(self.namespace, sid)], entry["name"], entry["envelope"])
         return last
 
     def on_disconnect(self, *args):
