@@ -136,6 +136,8 @@ class Config:
     # events one reconnect replays; a client further behind gets resync_required.
     REPLAY_BUFFER_SIZE = _int("REPLAY_BUFFER_SIZE", 5000)
     REPLAY_LIMIT = _int("REPLAY_LIMIT", 1000)
+    # How often a web process disconnects sockets whose access token has expired.
+    SESSION_CHECK_SECONDS = _float("SESSION_CHECK_SECONDS", 2.0)
 
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"

@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 from flask import jsonify
-from flask_jwt_extended import (
-    create_access_token,
-    create_refresh_token,
-    current_user,
-    get_jwt,
-    jwt_required,
-)
+from flask_jwt_extended import current_user, get_jwt, jwt_required
 from flask_smorest import Blueprint
 
 from app.api.schemas import LoginSchema, LogoutSchema, RegisterSchema
-from app.auth import revoke_current_token, revoke_encoded_token
+from app.services import sessions
 from app.services import users as user_service
 from app.services.serializers import user_dict
 
@@ -30,30 +24,37 @@ def register(data):
 @blp.route("/auth/login", methods=["POST"])
 @blp.arguments(LoginSchema)
 def login(data):
-    """Exchange credentials for an access and a refresh token (public)."""
+    """Exchange credentials for an access and a refresh token (public).
+
+    Both tokens belong to one session (their ``fam`` claim): logout ends all of it.
+    """
     user = user_service.authenticate(email=data["email"], password=data["password"])
-    return jsonify({
-        "access_token": create_access_token(identity=user, fresh=True),
-        "refresh_token": create_refresh_token(identity=user),
-        "user": user_dict(user),
-    })
+    return jsonify({**sessions.login(user), "user": user_dict(user)})
 
 
 @blp.route("/auth/refresh", methods=["POST"])
 @jwt_required(refresh=True)
 def refresh():
-    """A new access token for a valid refresh token."""
-    return jsonify({"access_token": create_access_token(identity=current_user)})
+    """A new access token and a new refresh token for a valid refresh token.
+
+    Refresh tokens rotate: each one works once, and the response carries the next one
+    (``refresh_token``). Presenting a refresh token that was already used revokes the whole
+    session (401 ``token_reused``): all its refresh tokens stop working and its sockets are
+    disconnected; a revoked session answers 401 ``token_revoked``.
+    """
+    return jsonify(sessions.rotate(current_user, get_jwt()))
 
 
 @blp.route("/auth/logout", methods=["POST"])
 @jwt_required(verify_type=False)
 @blp.arguments(LogoutSchema)
 def logout(data):
-    """Revoke the token used (and the refresh token, when sent)."""
-    revoke_current_token()
-    if data.get("refresh_token") and get_jwt().get("type") == "access":
-        revoke_encoded_token(data["refresh_token"])
+    """Revoke the token used, the refresh tokens of its session (and the refresh token sent
+    in the body), and disconnect the sockets opened with that session, on every server.
+
+    Those sockets receive ``session_ended {"reason": "logout"}`` before the disconnect.
+    """
+    sessions.logout(get_jwt(), data.get("refresh_token"))
     return "", 204
 
 

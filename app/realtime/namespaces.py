@@ -9,12 +9,14 @@ import time
 
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
+from marshmallow import ValidationError as MarshmallowValidationError
 
+from app.api.schemas import StatusSchema
 from app.auth import load_user_from_token
 from app.errors import DomainError
 from app.extensions import db, socketio
 from app.models import Episode, Job, User
-from app.realtime import connections
+from app.realtime import connections, control
 from app.realtime.emit import (
     ADMIN,
     EPISODES,
@@ -52,6 +54,7 @@ class AuthenticatedNamespace(Namespace):
     admin_only = False
 
     def on_connect(self, auth=None):
+        since = time.time()  # a session ended after this instant also ends this socket
         token = auth.get("token") if isinstance(auth, dict) else None
         if not token:
             raise _refuse("unauthorized", "An access token is required in auth.token")
@@ -72,6 +75,7 @@ class AuthenticatedNamespace(Namespace):
             db.session.rollback()
             log.exception("presence on connect failed")
             raise _refuse("unavailable", "Try again shortly") from exc
+        control.track(sid, self.namespace, user.id, token, since)
         last_event_id = auth.get("last_event_id")
         if isinstance(last_event_id, int) and not isinstance(last_event_id, bool):
             # Rooms are joined after the replay, so missed events arrive before live ones.
@@ -124,12 +128,25 @@ class AuthenticatedNamespace(Namespace):
 
     def on_disconnect(self, *args):
         sid = request.sid
+        control.untrack(sid)
         if connections.remove(sid) is not None:
             presence.socket_disconnected(sid)
 
     def current_user(self) -> User | None:
         conn = connections.get(request.sid)
         return db.session.get(User, conn.user_id) if conn else None
+
+    def on_reauth(self, data=None):
+        """Extend this socket's life with a fresh access token (before the old one expires,
+        the server disconnects sockets whose token has expired)."""
+        conn = connections.get(request.sid)
+        token = data.get("token") if isinstance(data, dict) else None
+        claims = control.reauthenticate(request.sid, conn.user_id, token) \
+            if conn is not None and isinstance(token, str) else None
+        if claims is None:
+            return {"ok": False, "error": {"code": "invalid_token", "details": {},
+                                           "message": "A valid access token of this user is required"}}
+        return {"ok": True, "expires_at": claims["exp"]}
 
     def on_heartbeat(self, data=None):
         """The client is alive and active."""
@@ -147,10 +164,14 @@ class FeedNamespace(AuthenticatedNamespace):
         user = self.current_user()
         if user is None:
             return {"ok": False}
-        data = data if isinstance(data, dict) else {}
+        try:  # the same schema as PUT /presence/me
+            values = StatusSchema().load(data if isinstance(data, dict) else {})
+        except MarshmallowValidationError as exc:
+            return {"ok": False, "error": {"code": "validation_error", "message": "Invalid status",
+                                           "details": exc.normalized_messages()}}
         try:
             return {"ok": True, "presence": presence.set_status(
-                user, str(data.get("status", "")), data.get("message"))}
+                user, values["status"], values.get("message"))}
         except DomainError as exc:
             return _error(exc)
 
