@@ -32,11 +32,20 @@ class RoleSchema(StrictSchema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
 
 
+class JSONBoolean(fields.Boolean):
+    """A JSON ``true``/``false`` only: not 0, 1, "no" (marshmallow's Boolean takes those)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class UserUpdateSchema(StrictSchema):
     """``PATCH /users/<id>``: a new role, a new active flag, or both."""
 
     role = fields.String(validate=validate.OneOf(ROLES))
-    is_active = fields.Boolean(truthy={True}, falsy={False}, metadata={
+    is_active = JSONBoolean(metadata={
         "description": "false deactivates the account: its sockets are disconnected, its "
                        "refresh tokens revoked and its access tokens refused"})
 
