@@ -215,13 +215,15 @@ def _from_database(after_id: int, most: int) -> History:
 
     purged = db.session.get(OutboxMark, PURGED_MARK)
     if purged is not None and after_id < purged.value:
-        return History(resync="history_purged", newest=_newest_delivered(), source="database")
+        return History(resync="history_purged", newest=max(_newest_delivered() or 0, purged.value),
+                       source="database")
     rows = list(db.session.scalars(
         select(DomainEvent)
         .where(DomainEvent.id > after_id, DomainEvent.delivered_at.is_not(None))
         .order_by(DomainEvent.id).limit(most + 1)))
     if len(rows) > most:
-        return History(resync="too_many_events", newest=_newest_delivered(), source="database")
+        return History(resync="too_many_events", newest=max(_newest_delivered() or 0, after_id),
+                       source="database")
     actor_ids = {r.actor_id for r in rows if r.actor_id}
     actors = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} \
         if actor_ids else {}
