@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
@@ -24,7 +25,6 @@ from app.realtime.emit import (
     JOBS,
     ROOM_ADMINS,
     ROOM_ALL,
-    emit_to,
     envelope,
     episode_room,
     job_room,
@@ -46,6 +46,15 @@ def _error(exc: DomainError) -> dict:
 def _int_field(data, name: str) -> int | None:
     value = (data or {}).get(name) if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class SocketUser:
+    """What replay and the default rooms need of a user, taken at connect: the replay
+    task then reads no ``users`` row."""
+
+    id: int
+    is_admin: bool
 
 
 class AuthenticatedNamespace(Namespace):
@@ -80,7 +89,7 @@ class AuthenticatedNamespace(Namespace):
         if isinstance(last_event_id, int) and not isinstance(last_event_id, bool):
             # Rooms are joined after the replay, so missed events arrive before live ones.
             socketio.start_background_task(self._replay_then_join, current_app._get_current_object(),
-                                           sid, user.id, last_event_id)
+                                           sid, SocketUser(user.id, user.is_admin), last_event_id)
         else:
             self.join_default_rooms(user, sid)
 
@@ -94,27 +103,50 @@ class AuthenticatedNamespace(Namespace):
     def may_see_room(self, user: User, room: str) -> bool:
         return room in (self.visible_rooms(user) or set())
 
-    def _replay_then_join(self, app, sid: str, user_id: int, last_event_id: int) -> None:
-        deadline = time.monotonic() + 5
+    def _replay_then_join(self, app, sid: str, user: SocketUser, last_event_id: int) -> None:
+        """Replay, join the live rooms, replay what was delivered meanwhile.
+
+        No database row is read here when the shared buffer has the history (a storm of
+        reconnects must not queue for the pool); if the history cannot be read at all, the
+        client is told to resync instead of being left without its rooms.
+        """
+        deadline = time.monotonic() + 30
         while not socketio.server.manager.is_connected(sid, self.namespace):
-            if time.monotonic() > deadline:
-                return
+            if time.monotonic() > deadline or connections.get(sid) is None:
+                return  # refused or already gone
             socketio.sleep(0.01)
         with app.app_context():
-            user = db.session.get(User, user_id)
-            last = self._replay(user, sid, last_event_id)
-            db.session.rollback()  # no connection held while the rooms are joined
+            last = self._replay_safely(user, sid, last_event_id)
             self.join_default_rooms(user, sid)
-            self._replay(user, sid, last)  # what was delivered while we replayed
+            if last is not None:
+                self._replay_safely(user, sid, last)  # what was delivered while we replayed
 
-    def _replay(self, user: User, sid: str, after_id: int) -> int:
+    def _replay_safely(self, user: SocketUser, sid: str, after_id: int) -> int | None:
+        try:
+            return self._replay(user, sid, after_id)
+        except Exception:  # noqa: BLE001 - database or Redis trouble: the client reloads
+            log.exception("replay failed")
+            db.session.rollback()
+            self._emit_here(sid, "resync_required", envelope(
+                "resync_required", {"last_event_id": after_id, "reason": "unavailable"},
+                event_id=None, actor=None))
+            return None
+        finally:
+            db.session.rollback()  # no connection held between the passes
+
+    def _emit_here(self, sid: str, name: str, payload: dict) -> None:
+        """To one socket of this process, without the message queue: a reconnect storm's
+        replays would otherwise be published to (and decoded by) every web process."""
+        socketio.server.emit(name, payload, to=sid, namespace=self.namespace, ignore_queue=True)
+
+    def _replay(self, user: SocketUser, sid: str, after_id: int) -> int:
         """Send the missed events this socket may see, from the shared history; or tell the
         client to resync over REST when that history no longer reaches back to ``after_id``.
         Returns the id the client is now at."""
         history = replay.history_after(after_id)
         if history.resync is not None:
             newest = history.newest if history.newest is not None else after_id
-            emit_to([(self.namespace, sid)], "resync_required", envelope(
+            self._emit_here(sid, "resync_required", envelope(
                 "resync_required", {"last_event_id": newest, "reason": history.resync},
                 event_id=None, actor=None))
             return max(newest, after_id)
@@ -123,7 +155,7 @@ class AuthenticatedNamespace(Namespace):
             last = max(last, entry["id"])
             if any(ns == self.namespace and self.may_see_room(user, room)
                    for ns, room in entry["routes"]):
-                emit_to([(self.namespace, sid)], entry["name"], entry["envelope"])
+                self._emit_here(sid, entry["name"], entry["envelope"])
         return last
 
     def on_disconnect(self, *args):
