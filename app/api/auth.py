@@ -10,7 +10,18 @@ from app.services import sessions
 from app.services import users as user_service
 from app.services.serializers import user_dict
 
-blp = Blueprint("auth", __name__, description="Authentication")
+blp = Blueprint("auth", __name__, description=(
+    "Authentication. A login starts a session: refresh tokens rotate (each works once; "
+    "``POST /auth/refresh`` returns the next one with the access token) and a reused one "
+    "revokes the session. Sockets end with the session: logout, a reused refresh token, an "
+    "expired access token, a role change or a deactivation sends ``session_ended "
+    "{\"reason\": \"logout\" | \"session_revoked\" | \"token_expired\" | \"role_changed\" | "
+    "\"deactivated\"}`` to each affected socket, then disconnects it. A socket extends its life "
+    "with ``reauth {\"token\": <fresh access token>}`` (ack ``{\"ok\", \"expires_at\"}``). "
+    "Reconnecting with ``auth.last_event_id`` replays the missed events; a client further "
+    "behind than the retained history gets only ``resync_required {\"last_event_id\", "
+    "\"reason\": \"history_purged\" | \"too_many_events\" | \"unavailable\"}``: reload over "
+    "REST, then carry on from that id."))
 
 
 @blp.route("/auth/register", methods=["POST"])
