@@ -7,6 +7,7 @@ import time
 from sqlalchemy import event
 
 from app.extensions import db, socketio
+from app.models import DomainEvent
 from app.services import delivery, replay
 
 
@@ -56,8 +57,6 @@ def _update(client, editor, episode, *titles):
 
 
 def _last_id(app) -> int:
-    from app.models import DomainEvent
-
     with app.app_context():
         return db.session.scalar(db.select(db.func.max(DomainEvent.id)))
 
@@ -141,7 +140,10 @@ def test_client_past_the_replay_limit_gets_resync_required_from_buffer_and_datab
                         until="resync_required")
         [resync] = [e["args"][0] for e in got if e["name"] == "resync_required"]
         assert resync["data"]["reason"] == "too_many_events"
-        assert resync["data"]["last_event_id"] == _last_id(app)
+        with app.app_context():  # the newest replayable event: where the client now stands
+            newest = db.session.scalar(db.select(db.func.max(DomainEvent.id)).where(
+                DomainEvent.name.not_in(replay.NOT_REPLAYED)))
+        assert resync["data"]["last_event_id"] == newest
         assert not [e for e in got if e["name"] == "episode_updated"]
         app.config["REPLAY_BUFFER_SIZE"] = 0  # the second round: the database path
 
@@ -161,3 +163,26 @@ def test_buffer_is_capped_and_its_floor_sends_older_clients_to_the_database(app,
         assert titles == ["A", "B", "C", "D", "E"]
         ids = [e["id"] for e in older.entries]
         assert ids == sorted(ids)
+
+
+def test_presence_and_viewer_events_are_state_not_replayed_history(app, client, editor, viewer,
+                                                                    episode):
+    seen = _last_id(app)
+    other = _connect(app, client, editor, "/episodes")
+    assert other.emit("join", {"episode_id": episode["id"]}, namespace="/episodes",
+                      callback=True)["ok"]
+    other.disconnect(namespace="/episodes")  # viewer_joined, viewer_left, presence_changed
+    _update(client, editor, episode, "After")
+
+    with app.app_context():
+        names = set(db.session.scalars(db.select(DomainEvent.name).where(DomainEvent.id > seen)))
+        assert {"viewer_joined", "viewer_left", "episode_updated"} <= names
+        app.config["REPLAY_LIMIT"] = 1  # only the one update counts toward the limit
+        for source in ("buffer", "database"):
+            history = replay.history_after(seen)
+            assert history.source == source and history.resync is None
+            assert [e["name"] for e in history.entries] == ["episode_updated"]
+            app.config["REPLAY_BUFFER_SIZE"] = 0
+    got = _received(_connect(app, client, viewer, "/episodes", last_event_id=seen), "/episodes",
+                    until="episode_updated")
+    assert not [e for e in got if e["name"].startswith("viewer_")]

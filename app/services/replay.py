@@ -1,5 +1,7 @@
 """History for reconnecting clients: a shared buffer of recent emits, PostgreSQL behind it.
 
+Events of ``NOT_REPLAYED`` (presence and viewers: state, not history) are left out.
+
 After a deploy or a network blip every client reconnects at once with ``last_event_id``.
 One outbox query each (up to 1,000 rows, plus their actors) is what a storm must not cost.
 So the delivery step that emits an event also remembers it, envelope and routes as sent,
@@ -35,6 +37,13 @@ from app.models import DomainEvent, OutboxMark, User
 from app.redis_client import get_redis
 
 log = logging.getLogger(__name__)
+
+# Presence is state, not history: a reconnecting client gets the current viewers in its
+# join ack and presence over REST. Replaying these would make a storm quadratic (each of N
+# reconnects records a few, and each reconnecting client would replay the others'), and
+# would push every client past REPLAY_LIMIT into a resync. They are neither buffered,
+# replayed nor counted.
+NOT_REPLAYED = frozenset({"viewer_joined", "viewer_left", "presence_changed"})
 
 KEY = "ec:replay"
 FLOOR_KEY = "ec:replay:floor"
@@ -153,6 +162,7 @@ def remember(entries: list[Entry]) -> None:
     Raises when Redis cannot take it, like the emit itself: the batch is then delivered
     (and remembered) again, instead of leaving the buffer silently short of an event.
     """
+    entries = [entry for entry in entries if entry["name"] not in NOT_REPLAYED]
     if not entries or current_app.config["REPLAY_BUFFER_SIZE"] <= 0:
         return
     client = get_redis()
@@ -219,7 +229,8 @@ def _from_database(after_id: int, most: int) -> History:
                        source="database")
     rows = list(db.session.scalars(
         select(DomainEvent)
-        .where(DomainEvent.id > after_id, DomainEvent.delivered_at.is_not(None))
+        .where(DomainEvent.id > after_id, DomainEvent.delivered_at.is_not(None),
+               DomainEvent.name.not_in(NOT_REPLAYED))
         .order_by(DomainEvent.id).limit(most + 1)))
     if len(rows) > most:
         return History(resync="too_many_events", newest=max(_newest_delivered() or 0, after_id),
@@ -233,8 +244,8 @@ def _from_database(after_id: int, most: int) -> History:
 
 
 def _newest_delivered() -> int | None:
-    return db.session.scalar(select(func.max(DomainEvent.id))
-                             .where(DomainEvent.delivered_at.is_not(None)))
+    return db.session.scalar(select(func.max(DomainEvent.id)).where(
+        DomainEvent.delivered_at.is_not(None), DomainEvent.name.not_in(NOT_REPLAYED)))
 
 
 def mark_purged(through_id: int) -> None:
