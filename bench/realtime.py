@@ -210,7 +210,9 @@ class StormLoad:
             self._check_done(probe)
 
     def _check_done(self, probe: StormProbe) -> None:
-        if probe.done_at is None and probe.ready and self.expected <= probe.markers:
+        """Replayed: every event made while the server was down has arrived (the replay
+        comes with the connect, before the client's own join)."""
+        if probe.done_at is None and self.storming and self.expected <= probe.markers:
             probe.done_at = time.monotonic()
 
     def _storm_resync(self, probe: StormProbe, data=None) -> None:
@@ -919,7 +921,8 @@ class Bench:
         while True:
             rs = self.loads.call("storm_status", since=since)
             done = sum(len(r["done"]) for r in rs)
-            if done >= self.args.storm_clients or time.monotonic() > deadline:
+            back = sum(len(r["back"]) for r in rs)
+            if min(done, back) >= self.args.storm_clients or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
         back = [x for r in rs for x in r["back"]]
@@ -1322,8 +1325,10 @@ def storm_table(ours: dict, bare: dict | None) -> str:
     else:
         lines += [
             f"  ours: server up {s(ours.get('restart_s'))} s after the start command; all "
-            f"{ours['clients']} back by {s(ours.get('all_back_s'))} s (p50 {s(ours.get('back_p50_s'))}), "
-            f"all replayed by {s(ours.get('all_done_s'))} s; events missing {ours.get('missing')}; "
+            f"{ours['clients']} back (reconnected and rejoined) by {s(ours.get('all_back_s'))} s "
+            f"(p50 {s(ours.get('back_p50_s'))}; {ours.get('back')} back), all replayed by "
+            f"{s(ours.get('all_done_s'))} s ({ours.get('done')} replayed); events missing "
+            f"{ours.get('missing')}; "
             f"resync_required {ours.get('resyncs')}",
             f"        reconnect attempts {ours.get('attempts')} ({ours.get('failed_attempts')} failed: "
             f"{ours.get('why_failed')}); "
