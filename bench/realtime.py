@@ -231,7 +231,10 @@ class StormLoad:
             body["last_event_id"] = probe.last_id
         await asyncio.wait_for(probe.sio.connect(url, namespaces=[NS], auth=body,
                                                  transports=["websocket"], wait_timeout=15), 25)
-        ack = await probe.sio.call("join", {"episode_id": probe.room}, namespace=NS, timeout=30)
+        join = {"episode_id": probe.room}
+        if auth and probe.last_id:
+            join["last_event_id"] = probe.last_id  # the room's events since the connect replay
+        ack = await probe.sio.call("join", join, namespace=NS, timeout=30)
         if not (isinstance(ack, dict) and ack.get("ok")):
             raise RuntimeError(f"join ack {str(ack)[:80]}")
         probe.ready = True

@@ -186,3 +186,30 @@ def test_presence_and_viewer_events_are_state_not_replayed_history(app, client, 
     got = _received(_connect(app, client, viewer, "/episodes", last_event_id=seen), "/episodes",
                     until="episode_updated")
     assert not [e for e in got if e["name"].startswith("viewer_")]
+
+
+def test_join_with_last_event_id_sends_the_rooms_events_missed_before_the_join(
+        app, client, editor, viewer, episode):
+    other = client.post("/api/v1/episodes", headers=editor.headers,
+                        json={"title": "Other", "episode_number": 9}).json
+    sio = _connect(app, client, viewer, "/episodes")
+    seen = _last_id(app)
+    _update(client, editor, episode, "Missed 1", "Missed 2")  # before the join: not in the room
+    client.patch(f"/api/v1/episodes/{other['id']}", headers=editor.headers, json={"title": "Not mine"})
+    sio.get_received("/episodes")
+    ack = sio.emit("join", {"episode_id": episode["id"], "last_event_id": seen},
+                   namespace="/episodes", callback=True)
+    assert ack["ok"]
+    got = [e["args"][0] for e in sio.get_received("/episodes") if e["name"] == "episode_updated"]
+    assert [e["data"]["title"] for e in got] == ["Missed 1", "Missed 2"]
+    _update(client, editor, episode, "Live")
+    got = _received(sio, "/episodes", until="episode_updated")
+    assert [e["args"][0]["data"]["title"] for e in got if e["name"] == "episode_updated"] == ["Live"]
+    # /jobs subscribe by episode does the same.
+    jobs = _connect(app, client, viewer, "/jobs")
+    job = client.post("/api/v1/jobs", headers=editor.headers,
+                      json={"type": "noop", "episode_id": episode["id"]}).json
+    assert jobs.emit("subscribe", {"job_id": job["id"], "last_event_id": seen}, namespace="/jobs",
+                     callback=True)["ok"]
+    names = [e["name"] for e in jobs.get_received("/jobs")]
+    assert "job_created" in names

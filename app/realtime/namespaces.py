@@ -121,9 +121,22 @@ class AuthenticatedNamespace(Namespace):
             if last is not None:
                 self._replay_safely(user, sid, last)  # what was delivered while we replayed
 
-    def _replay_safely(self, user: SocketUser, sid: str, after_id: int) -> int | None:
+    def _join_replaying(self, room: str, data) -> None:
+        """Join a room; with ``last_event_id`` in the request, first send the room's events
+        after it: those delivered between the client's reconnect (whose replay ran before
+        it had rejoined this room) and this join would otherwise never reach it."""
+        after_id = _int_field(data, "last_event_id")
+        last = None
+        if after_id is not None:
+            last = self._replay_safely(None, request.sid, after_id, room=room)
+        join_room(room)
+        if last is not None:
+            self._replay_safely(None, request.sid, last, room=room)
+
+    def _replay_safely(self, user: SocketUser | None, sid: str, after_id: int,
+                       room: str | None = None) -> int | None:
         try:
-            return self._replay(user, sid, after_id)
+            return self._replay(user, sid, after_id, room)
         except Exception:  # noqa: BLE001 - database or Redis trouble: the client reloads
             log.exception("replay failed")
             db.session.rollback()
@@ -139,9 +152,10 @@ class AuthenticatedNamespace(Namespace):
         replays would otherwise be published to (and decoded by) every web process."""
         socketio.server.emit(name, payload, to=sid, namespace=self.namespace, ignore_queue=True)
 
-    def _replay(self, user: SocketUser, sid: str, after_id: int) -> int:
-        """Send the missed events this socket may see, from the shared history; or tell the
-        client to resync over REST when that history no longer reaches back to ``after_id``.
+    def _replay(self, user: SocketUser | None, sid: str, after_id: int, room: str | None = None) -> int:
+        """Send the missed events this socket may see (or, given ``room``, those of that
+        room, which the caller authorized), from the shared history; or tell the client to
+        resync over REST when that history no longer reaches back to ``after_id``.
         Returns the id the client is now at."""
         history = replay.history_after(after_id)
         if history.resync is not None:
@@ -153,8 +167,9 @@ class AuthenticatedNamespace(Namespace):
         last = after_id
         for entry in history.entries:
             last = max(last, entry["id"])
-            if any(ns == self.namespace and self.may_see_room(user, room)
-                   for ns, room in entry["routes"]):
+            if any(ns == self.namespace and (r == room if room is not None
+                                             else self.may_see_room(user, r))
+                   for ns, r in entry["routes"]):
                 self._emit_here(sid, entry["name"], entry["envelope"])
         return last
 
@@ -223,7 +238,7 @@ class EpisodesNamespace(AuthenticatedNamespace):
         if db.session.get(Episode, episode_id) is None:
             return {"ok": False, "error": {"code": "not_found", "message": "Episode not found",
                                            "details": {}}}
-        join_room(episode_room(episode_id))
+        self._join_replaying(episode_room(episode_id), data)
         viewers = presence.view(sid=request.sid, user=user, resource_type="episode",
                                 resource_id=episode_id)
         return {"ok": True, "viewers": viewers}
@@ -247,10 +262,10 @@ class JobsNamespace(AuthenticatedNamespace):
     def on_subscribe(self, data=None):
         job_id, episode_id = _int_field(data, "job_id"), _int_field(data, "episode_id")
         if job_id is not None and db.session.get(Job, job_id) is not None:
-            join_room(job_room(job_id))
+            self._join_replaying(job_room(job_id), data)
             return {"ok": True, "room": job_room(job_id)}
         if episode_id is not None and db.session.get(Episode, episode_id) is not None:
-            join_room(episode_room(episode_id))
+            self._join_replaying(episode_room(episode_id), data)
             return {"ok": True, "room": episode_room(episode_id)}
         code = "not_found" if (job_id or episode_id) else "validation_error"
         return {"ok": False, "error": {"code": code, "message": "Unknown job or episode",
