@@ -3,6 +3,20 @@
     .venv/bin/python bench/realtime.py [--modes eventlet,gevent,threading]
         [--latency-clients 1000] [--fanout 1000,5000] [--max-connections 10000]
         [--updates 50] [--fanout-updates 10] [--load-procs 2] [--no-bare]
+    BENCH_REDIS=redis://127.0.0.1:6379 .venv/bin/python bench/realtime.py \
+        --storm-clients 2000 --storm-only [--storm-events 20] [--db ec_bench_realtime]
+
+Scenario (b), the reconnect storm (``--storm-clients``; ``--storm-only`` skips the rest):
+that many clients connect to /episodes and join one of ``--storm-rooms`` episodes, each
+remembering the last event id it saw; the web process is SIGTERMed (graceful: every client
+told) and, while it is down, ``--storm-events`` updates are made (delivered by the worker,
+so they are in the replay buffer); the process is started again on the same port. Every
+client reconnects as an app would after "io server disconnect": exponential backoff with
+full jitter, ``auth.last_event_id``, then ``join`` with ``last_event_id``. Reported: time
+until all are back (rejoined) and until all have replayed every update, updates missing,
+resyncs, REST p50/p99 during the storm (GETs, and a PATCH in five whose deliveries to the
+clients of its room are counted too), PostgreSQL transactions meanwhile; then the same
+storm against the bare python-socketio server (no auth, no replay) for the reconnect time.
 
 Against the production server (``python wsgi.py``, one process per SOCKETIO_ASYNC_MODE,
 EMBEDDED_WORKER=0) on a fresh PostgreSQL database ``ec_bench_realtime``, Redis db 10 and a

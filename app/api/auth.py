@@ -21,7 +21,10 @@ blp = Blueprint("auth", __name__, description=(
     "Reconnecting with ``auth.last_event_id`` replays the missed events; a client further "
     "behind than the retained history gets only ``resync_required {\"last_event_id\", "
     "\"reason\": \"history_purged\" | \"too_many_events\" | \"unavailable\"}``: reload over "
-    "REST, then carry on from that id."))
+    "REST, then carry on from that id. ``join {episode_id, last_event_id?}`` and ``subscribe "
+    "{job_id | episode_id, last_event_id?}`` first send that room's events after the id "
+    "(those delivered between the reconnect and the rejoin), then acknowledge. Presence and "
+    "viewer events are not replayed (the join ack carries the viewers)."))
 
 
 @blp.route("/auth/register", methods=["POST"])
