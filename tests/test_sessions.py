@@ -202,3 +202,20 @@ def test_socket_set_status_is_validated_like_put_presence(client, app, viewer):
     ack = sio.emit("set_status", {"status": "busy", "message": "x" * 255}, namespace="/feed",
                    callback=True)
     assert ack["ok"] and ack["presence"]["status"] == "busy"
+
+
+def test_a_connect_racing_a_session_end_is_ended_but_a_later_reconnect_is_not(app, client, viewer):
+    """A connect that read the user before the change and registers after the message went
+    by is ended when it registers; one that began after the message is left alone."""
+    sio = _socket(app, client, viewer.token)
+    with app.app_context():
+        sid = next(s for s, t in control._sockets.items() if t.user_id == viewer.id)
+    began = time.time()
+    control.untrack(sid)  # as if its connect were still in flight
+    with app.app_context():
+        assert control.end_sessions(reason="role_changed", user_id=viewer.id) == 0
+        later = _socket(app, client, viewer.token)  # began after the message: stays
+        control.track(sid, "/feed", viewer.id, viewer.token, began)  # began before: ended
+    assert _wait_disconnected(sio, "/feed")
+    assert _ended(sio, "/feed") == ["role_changed"]
+    assert later.is_connected("/feed")
