@@ -219,3 +219,25 @@ def test_a_connect_racing_a_session_end_is_ended_but_a_later_reconnect_is_not(ap
     assert _wait_disconnected(sio, "/feed")
     assert _ended(sio, "/feed") == ["role_changed"]
     assert later.is_connected("/feed")
+
+
+def test_expired_refresh_token_rows_are_purged_by_the_beat_task(app, client, viewer):
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from workers.maintenance import purge_refresh_tokens
+
+    old, current = _login(client, viewer), _login(client, viewer)
+    with app.app_context():
+        jti = decode_token(old["refresh_token"])["jti"]
+        db.session.execute(db.update(RefreshToken).where(RefreshToken.jti == jti)
+                           .values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        assert purge_refresh_tokens() == 1
+        assert db.session.scalar(db.select(RefreshToken).filter_by(jti=jti)) is None
+    assert _refresh(client, current["refresh_token"]).status_code == 200
+    from app.tasks import BEAT_SCHEDULE
+
+    name = "workers.maintenance.purge_refresh_tokens"
+    assert name in {entry["task"] for entry in BEAT_SCHEDULE.values()}
+    assert name in app.extensions["celery"].tasks

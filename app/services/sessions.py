@@ -116,6 +116,23 @@ def logout(claims: dict, refresh_token: str | None = None) -> None:
         control.end_sessions(reason="logout", family=family)
 
 
+def purge_expired(batch_size: int = 5000) -> int:
+    """Delete refresh-token rows past their expiry, in batches: nothing can present them any
+    more (the signature check refuses an expired token before its row is looked at)."""
+    from sqlalchemy import delete
+
+    total = 0
+    while True:
+        ids = list(db.session.scalars(select(RefreshToken.id).where(
+            RefreshToken.expires_at < utcnow()).limit(batch_size)))
+        if not ids:
+            db.session.rollback()
+            return total
+        db.session.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids)))
+        db.session.commit()
+        total += len(ids)
+
+
 def end_user_sockets(user_id: int, reason: str) -> int:
     """A user's role or account changed: their sockets close everywhere and reconnect (or
     not) under the new rules."""
