@@ -65,6 +65,10 @@ class Config:
     }
     DB_PING_IDLE_SECONDS = _float("DB_PING_IDLE_SECONDS", 10.0)
     REDIS_URL = os.environ.get("REDIS_URL") or None
+    # The shared Redis client's pool: at most this many connections per process; a caller
+    # waits up to REDIS_POOL_TIMEOUT seconds for a free one instead of failing.
+    REDIS_MAX_CONNECTIONS = _int("REDIS_MAX_CONNECTIONS", 200)
+    REDIS_POOL_TIMEOUT = _float("REDIS_POOL_TIMEOUT", 5.0)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_SECONDS", 15 * 60))
@@ -158,6 +162,13 @@ class Config:
     SOCKETIO_PING_INTERVAL = max(1, _int("SOCKETIO_PING_INTERVAL", 25))
     SOCKETIO_PING_TIMEOUT = max(1, _int("SOCKETIO_PING_TIMEOUT", 20))
     PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
+    # Reconnect replay (app/services/replay.py): the most recent emitted events kept in a
+    # shared buffer (Redis, or process memory without it; 0 turns it off), and the most
+    # events one reconnect replays; a client further behind gets resync_required.
+    REPLAY_BUFFER_SIZE = _int("REPLAY_BUFFER_SIZE", 5000)
+    REPLAY_LIMIT = _int("REPLAY_LIMIT", 1000)
+    # How often a web process disconnects sockets whose access token has expired.
+    SESSION_CHECK_SECONDS = _float("SESSION_CHECK_SECONDS", 2.0)
 
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"

@@ -144,6 +144,9 @@ def serve(app: Flask, *, host: str, port: int) -> None:
     from app.realtime.connections import refresh_loop, shutdown_all
 
     socketio.start_background_task(refresh_loop, app, max(5, app.config["PRESENCE_STALE_SECONDS"] / 3))
+    from app.realtime import control
+
+    control.start(app)  # sessions that end: control messages and token expiry
 
     def _cleanup_and_exit() -> None:
         try:

@@ -35,6 +35,8 @@ BEAT_SCHEDULE = {
     "sweep-presence": {"task": "workers.maintenance.sweep_presence", "schedule": timedelta(seconds=30)},
     "purge-events": {"task": "workers.maintenance.purge_events", "schedule": timedelta(hours=1)},
     "purge-activity": {"task": "workers.maintenance.purge_activity", "schedule": timedelta(hours=1)},
+    "purge-refresh-tokens": {"task": "workers.maintenance.purge_refresh_tokens",
+                             "schedule": timedelta(hours=1)},
     "recover-stuck-jobs": {"task": "workers.jobs.recover_stuck_jobs", "schedule": timedelta(seconds=60)},
     # Notifications: scheduled ones are polled often so they arrive within seconds of
     # deliver_at (the query is one index range scan on deliver_at).

@@ -3,6 +3,20 @@
     .venv/bin/python bench/realtime.py [--modes eventlet,gevent,threading]
         [--latency-clients 1000] [--fanout 1000,5000] [--max-connections 10000]
         [--updates 50] [--fanout-updates 10] [--load-procs 2] [--no-bare]
+    BENCH_REDIS=redis://127.0.0.1:6379 .venv/bin/python bench/realtime.py \
+        --storm-clients 2000 --storm-only [--storm-events 20] [--db ec_bench_realtime]
+
+Scenario (b), the reconnect storm (``--storm-clients``; ``--storm-only`` skips the rest):
+that many clients connect to /episodes and join one of ``--storm-rooms`` episodes, each
+remembering the last event id it saw; the web process is SIGTERMed (graceful: every client
+told) and, while it is down, ``--storm-events`` updates are made (delivered by the worker,
+so they are in the replay buffer); the process is started again on the same port. Every
+client reconnects as an app would after "io server disconnect": exponential backoff with
+full jitter, ``auth.last_event_id``, then ``join`` with ``last_event_id``. Reported: time
+until all are back (rejoined) and until all have replayed every update, updates missing,
+resyncs, REST p50/p99 during the storm (GETs, and a PATCH in five whose deliveries to the
+clients of its room are counted too), PostgreSQL transactions meanwhile; then the same
+storm against the bare python-socketio server (no auth, no replay) for the reconnect time.
 
 Against the production server (``python wsgi.py``, one process per SOCKETIO_ASYNC_MODE,
 EMBEDDED_WORKER=0) on a fresh PostgreSQL database ``ec_bench_realtime``, Redis db 10 and a
@@ -180,8 +194,146 @@ class Probe:
         self.room = None  # the episode whose room this client joined last
 
 
-class Load:
+class StormProbe:
+    """A client of the reconnect storm: what it saw, and its own reconnect loop."""
+
+    __slots__ = ("sio", "token", "room", "last_id", "markers", "resyncs", "ready", "attempts",
+                 "back_at", "done_at", "task", "errors")
+
+    def __init__(self, sio, token, room):
+        self.sio, self.token, self.room = sio, token, room
+        self.last_id, self.markers, self.resyncs, self.ready = 0, set(), 0, False
+        self.attempts, self.back_at, self.done_at, self.task, self.errors = 0, None, None, None, 0
+
+
+class StormLoad:
+    """Mixin of Load: scenario (b), M clients that reconnect with backoff and last_event_id."""
+
+    storm: list
+    storming: bool = False
+    expected: frozenset = frozenset()
+
+    def _storm_event(self, probe: StormProbe, data=None) -> None:
+        if not isinstance(data, dict):
+            return
+        if isinstance(data.get("id"), int):
+            probe.last_id = max(probe.last_id, data["id"])
+        title = (data.get("data") or {}).get("title")
+        if isinstance(title, str) and title.startswith("storm-"):
+            probe.markers.add(title)
+            self._check_done(probe)
+
+    def _check_done(self, probe: StormProbe) -> None:
+        """Replayed: every event made while the server was down has arrived (the replay
+        comes with the connect, before the client's own join)."""
+        if probe.done_at is None and self.storming and self.expected <= probe.markers:
+            probe.done_at = time.monotonic()
+
+    def _storm_resync(self, probe: StormProbe, data=None) -> None:
+        probe.resyncs += 1
+        if isinstance(data, dict) and isinstance((data.get("data") or {}).get("last_event_id"), int):
+            probe.last_id = max(probe.last_id, data["data"]["last_event_id"])
+
+    def _storm_lost(self, probe: StormProbe, *_args) -> None:
+        probe.ready = False
+        if self.storming and (probe.task is None or probe.task.done()):
+            probe.task = asyncio.ensure_future(self._reconnect(probe))
+
+    async def _open(self, probe: StormProbe, url: str, auth: bool) -> None:
+        body = {"token": probe.token} if auth else None
+        if auth and probe.last_id:
+            body["last_event_id"] = probe.last_id
+        await asyncio.wait_for(probe.sio.connect(url, namespaces=[NS], auth=body,
+                                                 transports=["websocket"], wait_timeout=15), 25)
+        join = {"episode_id": probe.room}
+        if auth and probe.last_id:
+            join["last_event_id"] = probe.last_id  # the room's events since the connect replay
+        ack = await probe.sio.call("join", join, namespace=NS, timeout=30)
+        if not (isinstance(ack, dict) and ack.get("ok")):
+            raise RuntimeError(f"join ack {str(ack)[:80]}")
+        probe.ready = True
+
+    async def _reconnect(self, probe: StormProbe) -> None:
+        """What a client app does on "io server disconnect": retry with exponential backoff
+        and full jitter (0.5 s doubling up to 8 s), then rejoin its room."""
+        import random
+
+        delay = 0.5
+        while self.storming:
+            await asyncio.sleep(random.uniform(0, delay))
+            probe.attempts += 1
+            try:
+                with suppress(Exception):
+                    await asyncio.wait_for(probe.sio.disconnect(), 5)
+                await self._open(probe, self.storm_url, self.storm_auth)
+                probe.back_at = time.monotonic()
+                self._check_done(probe)
+                return
+            except Exception as exc:  # noqa: BLE001 - down or overloaded: back off and retry
+                probe.errors += 1
+                self.storm_errors[short_error(exc)] += 1
+                delay = min(8.0, delay * 2)
+
+    async def cmd_storm_connect(self, url: str, count: int, offset: int, concurrency: int,
+                                tokens: list[str] | None, rooms: list[int]):
+        import socketio
+
+        self.storm = getattr(self, "storm", [])
+        self.storm_url, self.storm_auth = url, tokens is not None
+        sem = asyncio.Semaphore(concurrency)
+        errors: Counter = Counter()
+
+        async def one(i: int) -> None:
+            async with sem:
+                sio = socketio.AsyncClient(reconnection=False, http_session=self.http,
+                                           handle_sigint=False)
+                probe = StormProbe(sio, tokens[(offset + i) % len(tokens)] if tokens else None,
+                                   rooms[(offset + i) % len(rooms)])
+                sio.on("episode_updated", partial(self._storm_event, probe), namespace=NS)
+                sio.on("resync_required", partial(self._storm_resync, probe), namespace=NS)
+                sio.on("disconnect", partial(self._storm_lost, probe), namespace=NS)
+                try:
+                    await self._open(probe, url, tokens is not None)
+                except Exception as exc:  # noqa: BLE001 - counted by kind
+                    errors[short_error(exc)] += 1
+                    return
+                self.storm.append(probe)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return {"errors": dict(errors), "ready": sum(p.ready for p in self.storm)}
+
+    async def cmd_storm_arm(self, expected: list[str]):
+        self.storming, self.expected = True, frozenset(expected)
+        self.storm_errors = Counter()
+        for p in self.storm:
+            p.markers, p.resyncs, p.attempts, p.errors = set(), 0, 0, 0
+            p.back_at = p.done_at = None
+        return {"armed": len(self.storm)}
+
+    async def cmd_storm_status(self, since: float, stop: bool = False):
+        if stop:
+            self.storming = False
+        back = [p.back_at - since for p in self.storm if p.back_at is not None]
+        done = [p.done_at - since for p in self.storm if p.done_at is not None]
+        return {"clients": len(self.storm), "ready": sum(p.ready for p in self.storm),
+                "back": back, "done": done, "resyncs": sum(p.resyncs for p in self.storm),
+                "attempts": sum(p.attempts for p in self.storm),
+                "failed_attempts": sum(p.errors for p in self.storm),
+                "why_failed": dict(getattr(self, "storm_errors", {})),
+                "missing": sum(len(self.expected - p.markers) for p in self.storm)}
+
+    async def cmd_storm_missing(self, markers: list[list]):
+        """Updates made during the storm, ``[marker, room]``, that a client of that room
+        never received (live after its rejoin, or replayed at its reconnect)."""
+        missing = [len({m for m, room in markers if room == p.room} - p.markers) for p in self.storm]
+        return {"missing": sum(missing), "expected": sum(
+            sum(1 for _m, room in markers if room == p.room) for p in self.storm),
+            "clients_missing": sum(1 for m in missing if m)}
+
+
+class Load(StormLoad):
     """One asyncio loop holding many AsyncClients; commands come over a pipe."""
+
 
     def __init__(self, conn, index: int):
         self.conn, self.index = conn, index
@@ -765,6 +917,246 @@ class Bench:
         with self.app.app_context():
             return db.session.scalar(select(func.count()).select_from(PresenceSocket)) or 0
 
+    # ---- scenario (b): reconnect storm after a restart
+    def storm_clients(self, url: str, rooms: list[int], auth: bool) -> dict:
+        n, k = self.args.storm_clients, len(self.loads.conns)
+        per, offset = [], 0
+        for i in range(k):
+            c = n // k + (1 if i < n % k else 0)
+            per.append({"count": c, "offset": offset})
+            offset += c
+        rs = self.loads.call("storm_connect", per=per, url=url, concurrency=self.args.concurrency,
+                             tokens=self.tokens if auth else None, rooms=rooms)
+        errors: Counter = Counter()
+        for r in rs:
+            errors.update(r["errors"])
+        return {"ready": sum(r["ready"] for r in rs), "errors": dict(errors)}
+
+    def storm_wait(self, since: float, timeout: float) -> dict:
+        """Poll the clients until every one is back and has replayed (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rs = self.loads.call("storm_status", since=since)
+            done = sum(len(r["done"]) for r in rs)
+            back = sum(len(r["back"]) for r in rs)
+            if min(done, back) >= self.args.storm_clients or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        back = [x for r in rs for x in r["back"]]
+        why: Counter = Counter()
+        for r in rs:
+            why.update(r["why_failed"])
+        finished = [x for r in rs for x in r["done"]]
+        return {"clients": sum(r["clients"] for r in rs), "back": len(back), "done": len(finished),
+                "all_back_s": max(back) if len(back) == self.args.storm_clients else None,
+                "all_done_s": max(finished) if len(finished) == self.args.storm_clients else None,
+                "back_p50_s": pct(back, 50) if back else None,
+                "resyncs": sum(r["resyncs"] for r in rs), "attempts": sum(r["attempts"] for r in rs),
+                "failed_attempts": sum(r["failed_attempts"] for r in rs),
+                "why_failed": dict(why.most_common(4)),
+                "missing": sum(r["missing"] for r in rs)}
+
+    def run_storm(self) -> dict:
+        """Scenario (b): M clients connected with last_event_id tracking, the web process
+        restarted (SIGTERM, start again) while K events happen, every client reconnecting
+        with backoff and last_event_id; REST calls (GET, and a PATCH in five) meanwhile."""
+        import threading
+
+        import requests
+        from sqlalchemy import text
+
+        from app.extensions import db
+        from app.models import User
+        from app.services import episodes as episode_service
+
+        args = self.args
+        r: dict = {"mode": "eventlet", "clients": args.storm_clients, "events": args.storm_events,
+                   "load_start": loadavg()}
+        port = free_port()
+        log = LOG_DIR / "web-storm.log"
+        self.url = url = f"http://127.0.0.1:{port}"
+        print(f"\n=== storm (b): {args.storm_clients} clients, eventlet on :{port} "
+              f"(load {loadavg()})", flush=True)
+        self.server = self.start_server("eventlet", port, log)
+        self.loads = LoadPool(args.load_procs)
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.editor_token}"
+        worker = None
+        try:
+            rooms = [http.post(f"{url}/api/v1/episodes", timeout=30, json={
+                "title": f"storm room {i}", "episode_number": i + 1}).json()["id"]
+                for i in range(args.storm_rooms)]
+            t = time.monotonic()
+            up = self.storm_clients(url, rooms, auth=True)
+            r["connect_s"] = time.monotonic() - t
+            print(f"  {up['ready']} connected and joined in {r['connect_s']:.1f} s "
+                  f"{up['errors'] or ''}", flush=True)
+            self.settle_outbox()  # the joins' viewer_joined: not part of the storm
+            worker = self.start_worker("storm", args.storm_clients)
+            self.wait_outbox_idle()
+            # One update per room, so every client holds a recent last_event_id.
+            for room in rooms:
+                http.patch(f"{url}/api/v1/episodes/{room}", json={"title": f"before {room}"}, timeout=30)
+            self.wait_outbox_idle()
+            time.sleep(1)
+            markers = [f"storm-{k}" for k in range(args.storm_events)]
+            self.loads.call("storm_arm", expected=markers)
+            t = time.monotonic()
+            os.killpg(self.server.pid, signal.SIGTERM)
+            self.server.wait(args.shutdown_grace)
+            r["shutdown_s"] = time.monotonic() - t
+            # Changes made while the web process is down (another process would make them).
+            with self.app.app_context():
+                editor = db.session.scalar(db.select(User).filter_by(email="editor@bench.example"))
+                for k, marker in enumerate(markers):
+                    episode_service.update_episode(editor, rooms[k % len(rooms)], {"title": marker})
+            r["outbox_idle"] = self.wait_outbox_idle(60)
+
+            def pg_counts() -> tuple[int, int]:
+                with self.app.app_context():
+                    row = db.session.execute(text(
+                        "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                        "WHERE datname = current_database()), (SELECT coalesce(seq_scan, 0) + "
+                        "coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = "
+                        "'domain_events')")).one()
+                    db.session.rollback()
+                return int(row[0]), int(row[1])
+
+            pg0 = pg_counts()
+            rest: list[float] = []
+            rest_errors: Counter = Counter()
+            during: list[str] = []
+            stop_rest = threading.Event()
+
+            def rest_probe() -> None:
+                session = requests.Session()
+                session.headers["Authorization"] = f"Bearer {self.editor_token}"
+                i = 0
+                while not stop_rest.is_set():
+                    i += 1
+                    room = rooms[i % len(rooms)]
+                    t1 = time.monotonic()
+                    try:
+                        if i % 5 == 0:
+                            marker = f"storm-during-{i}"
+                            resp = session.patch(f"{url}/api/v1/episodes/{room}", timeout=30,
+                                                 json={"title": marker})
+                            if resp.status_code == 200:
+                                during.append((marker, room))
+                        else:
+                            resp = session.get(f"{url}/api/v1/episodes/{room}", timeout=30)
+                        if resp.status_code >= 400:
+                            rest_errors[str(resp.status_code)] += 1
+                        else:
+                            rest.append((time.monotonic() - t1) * 1000)
+                    except requests.RequestException as exc:
+                        rest_errors[type(exc).__name__] += 1
+                    time.sleep(0.05)
+
+            t0 = time.monotonic()
+            self.server = self.start_server("eventlet", port, LOG_DIR / "web-storm-2.log")
+            r["restart_s"] = time.monotonic() - t0
+            probe = threading.Thread(target=rest_probe, daemon=True)
+            probe.start()
+            res = self.storm_wait(t0, args.storm_timeout)
+            stop_rest.set()
+            probe.join(35)
+            pg1 = pg_counts()
+            self.wait_outbox_idle(30)
+            time.sleep(2)
+            late = self.loads.call("storm_missing", markers=during)
+            rs = self.loads.call("storm_status", since=t0, stop=True)
+            r.update(res)
+            r["rest"] = rest
+            r["rest_errors"] = dict(rest_errors)
+            r["during_events"] = len(during)
+            r["during_missing"] = sum(x["missing"] for x in late)
+            r["during_expected"] = sum(x["expected"] for x in late)
+            r["pg_xacts"], r["pg_event_scans"] = pg1[0] - pg0[0], pg1[1] - pg0[1]
+            r["resyncs"] = sum(x["resyncs"] for x in rs)
+            print(f"  restart: server up {r['restart_s']:.1f} s after the start command; "
+                  f"{res['back']}/{args.storm_clients} back (all by "
+                  f"{res['all_back_s'] and round(res['all_back_s'], 1)} s), "
+                  f"{res['done']} replayed all {args.storm_events} events (all by "
+                  f"{res['all_done_s'] and round(res['all_done_s'], 1)} s); missing "
+                  f"{res['missing']}; resync {r['resyncs']}; attempts {res['attempts']} "
+                  f"({res['failed_attempts']} failed); REST {fmt_pp(rest)} ms "
+                  f"(n={len(rest)}, errors {dict(rest_errors) or 0}); PG transactions "
+                  f"{r['pg_xacts']}, domain_events scans {r['pg_event_scans']}; events during "
+                  f"the storm {len(during)}, deliveries to their rooms' clients missing "
+                  f"{r['during_missing']} of {r['during_expected']}", flush=True)
+        except Exception as exc:  # noqa: BLE001 - reported
+            r["fatal"] = short_error(exc)
+            print(f"  storm stopped: {exc}", flush=True)
+        finally:
+            if worker is not None:
+                stop(worker)
+            with suppress(Exception):
+                self.loads.call("storm_status", since=0, stop=True)
+            r["shutdown"] = self.stop_server(0)
+            self.loads.close()
+            self.cleanup_db()
+            r["errors_in_log"] = log_errors(LOG_DIR / "web-storm-2.log")
+            r["load_end"] = loadavg()
+        return r
+
+    def run_storm_bare(self) -> dict:
+        """The same storm against the bare server: no auth, no replay; time until all are
+        back (reconnected and rejoined) after a restart."""
+        import requests
+
+        args = self.args
+        r: dict = {"mode": "bare", "clients": args.storm_clients, "load_start": loadavg()}
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+
+        def start():
+            proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)],
+                                    stdout=open(LOG_DIR / "bare-storm.log", "ab"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with suppress(requests.RequestException):
+                    if requests.get(url + "/", timeout=2).status_code == 200:
+                        return proc
+                time.sleep(0.05)
+            raise RuntimeError("bare server did not come up")
+
+        print(f"\n=== storm (b), bare python-socketio on :{port}", flush=True)
+        proc = start()
+        self.loads = LoadPool(args.load_procs)
+        rest: list[float] = []
+        try:
+            up = self.storm_clients(url, [1], auth=False)
+            print(f"  {up['ready']} connected and joined {up['errors'] or ''}", flush=True)
+            self.loads.call("storm_arm", expected=[])
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+            t0 = time.monotonic()
+            proc = start()
+            r["restart_s"] = time.monotonic() - t0
+            res = self.storm_wait(t0, args.storm_timeout)
+            for _ in range(50):
+                t1 = time.monotonic()
+                requests.get(url + "/", timeout=30)
+                rest.append((time.monotonic() - t1) * 1000)
+            r.update(res)
+            r["rest_after"] = rest
+            print(f"  restart: up {r['restart_s']:.1f} s; {res['back']}/{args.storm_clients} back "
+                  f"(all by {res['all_back_s'] and round(res['all_back_s'], 1)} s); attempts "
+                  f"{res['attempts']} ({res['failed_attempts']} failed)", flush=True)
+        except Exception as exc:  # noqa: BLE001
+            r["fatal"] = short_error(exc)
+            print(f"  bare storm stopped: {exc}", flush=True)
+        finally:
+            with suppress(Exception):
+                self.loads.call("storm_status", since=0, stop=True)
+            self.loads.close()
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        return r
+
     # ---- the bare python-socketio server
     def run_bare(self, sizes: list[int]) -> dict:
         import requests
@@ -938,6 +1330,46 @@ def table(results: list[dict], bare: dict | None, args) -> str:
     return "\n".join(lines)
 
 
+def storm_table(ours: dict, bare: dict | None) -> str:
+    """Scenario (b) side by side with the bare server."""
+    def s(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = [f"storm (b): {ours['clients']} clients, web process restarted (SIGTERM, start again), "
+             f"{ours.get('events')} events while it was down"]
+    if ours.get("fatal"):
+        lines.append(f"  ours stopped: {ours['fatal']}")
+    else:
+        lines += [
+            f"  ours: server up {s(ours.get('restart_s'))} s after the start command; all "
+            f"{ours['clients']} back (reconnected and rejoined) by {s(ours.get('all_back_s'))} s "
+            f"(p50 {s(ours.get('back_p50_s'))}; {ours.get('back')} back), all replayed by "
+            f"{s(ours.get('all_done_s'))} s ({ours.get('done')} replayed); events missing "
+            f"{ours.get('missing')}; "
+            f"resync_required {ours.get('resyncs')}",
+            f"        reconnect attempts {ours.get('attempts')} ({ours.get('failed_attempts')} failed: "
+            f"{ours.get('why_failed')}); "
+            f"REST p50/p99 during the storm {fmt_pp(ours.get('rest', []))} ms "
+            f"(n={len(ours.get('rest', []))}, errors {ours.get('rest_errors') or 0})",
+            f"        PostgreSQL transactions during the storm {ours.get('pg_xacts')}, domain_events "
+            f"scans {ours.get('pg_event_scans')}; events made during the storm "
+            f"{ours.get('during_events')}, deliveries to their rooms' clients missing "
+            f"{ours.get('during_missing')} of {ours.get('during_expected')}",
+        ]
+        lines += [f"        server log: {line}" for line in ours.get("errors_in_log", [])]
+    if bare:
+        if bare.get("fatal"):
+            lines.append(f"  bare stopped: {bare['fatal']}")
+        else:
+            lines.append(f"  bare python-socketio (no auth, no replay): up {s(bare.get('restart_s'))} s; "
+                         f"all {bare['clients']} back by {s(bare.get('all_back_s'))} s "
+                         f"(p50 {s(bare.get('back_p50_s'))}); attempts {bare.get('attempts')} "
+                         f"({bare.get('failed_attempts')} failed)")
+            if ours.get("all_back_s") and bare.get("all_back_s"):
+                lines.append(f"  ratio all back, ours / bare: {ours['all_back_s'] / bare['all_back_s']:.1f}×")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 
 def make_users(app, n: int) -> tuple[str, list[str]]:
@@ -986,6 +1418,14 @@ def parse_args():
     p.add_argument("--gap", type=float, default=0.05, help="seconds between updates")
     p.add_argument("--shutdown-grace", type=float, default=15.0)
     p.add_argument("--no-bare", action="store_true")
+    p.add_argument("--storm-clients", type=int, default=0,
+                   help="scenario (b): clients of the reconnect storm (0: skip; target 2000)")
+    p.add_argument("--storm-events", type=int, default=20,
+                   help="events made while the web process is down (each client must replay them)")
+    p.add_argument("--storm-rooms", type=int, default=20, help="episodes the storm clients spread over")
+    p.add_argument("--storm-timeout", type=float, default=180.0)
+    p.add_argument("--storm-only", action="store_true", help="run scenario (b) only")
+    p.add_argument("--db", default=DB_NAME, help="the benchmark database (dropped and created)")
     p.add_argument("--json", default=str(LOG_DIR / "results.json"))
     p.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's results.json")
     args = p.parse_args()
@@ -1011,7 +1451,7 @@ def main() -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     nofile = raise_nofile()
     print(f"load average at start: {loadavg()}; RLIMIT_NOFILE {nofile}; cpus {os.cpu_count()}", flush=True)
-    env = setup_env(DB_NAME, REDIS_DB)
+    env = setup_env(args.db, REDIS_DB)
     from app import create_app
 
     app = create_app(SOCKETIO_WRITE_ONLY=True)
@@ -1021,6 +1461,14 @@ def main() -> None:
     started = time.monotonic()
     sizes = sorted({args.latency_clients, *args.fanout})
     results, bare = [], None
+    if args.storm_clients:
+        storm = bench.run_storm()
+        storm_bare = None if args.no_bare else bench.run_storm_bare()
+        print("\n" + storm_table(storm, storm_bare))
+        with open(str(args.json).replace(".json", "-storm.json"), "w") as f:
+            json.dump({"args": vars(args), "storm": storm, "bare": storm_bare}, f, default=str)
+        if args.storm_only:
+            return
     for i, mode in enumerate(args.modes):
         results.append(bench.run_mode(mode))
         if i == 0 and not args.no_bare:  # next to the first (default) mode, with its envelope

@@ -105,7 +105,11 @@ def test_token_refresh_per_user(_schema):
     client = app.test_client()
 
     def refresh(user):
-        return client.post(REFRESH, headers={"Authorization": f"Bearer {user.refresh}"})
+        # Refresh tokens rotate: each answer carries the next one to use.
+        response = client.post(REFRESH, headers={"Authorization": f"Bearer {user.refresh}"})
+        if response.status_code == 200:
+            user.refresh = response.json["refresh_token"]
+        return response
 
     assert refresh(a).status_code == 200 and refresh(a).status_code == 200
     assert_rate_limited(refresh(a), window=60)

@@ -30,6 +30,7 @@ EXPECTED = {
     "workers.maintenance.purge_activity": MAINTENANCE,
     "workers.maintenance.sweep_presence": MAINTENANCE,
     "workers.maintenance.purge_events": MAINTENANCE,
+    "workers.maintenance.purge_refresh_tokens": MAINTENANCE,
 }
 
 

@@ -27,3 +27,11 @@ def purge_events() -> int:
     from app.services import delivery
 
     return delivery.purge_delivered(current_app.config["EVENT_RETENTION_DAYS"])
+
+
+@shared_task(name="workers.maintenance.purge_refresh_tokens", ignore_result=True)
+def purge_refresh_tokens() -> int:
+    """Delete refresh-token rows past their expiry (rotation leaves one per refresh)."""
+    from app.services import sessions
+
+    return sessions.purge_expired()

@@ -2,23 +2,31 @@
 from __future__ import annotations
 
 from flask import jsonify
-from flask_jwt_extended import (
-    create_access_token,
-    create_refresh_token,
-    current_user,
-    get_jwt,
-    jwt_required,
-)
+from flask_jwt_extended import current_user, get_jwt, jwt_required
 from flask_smorest import Blueprint
 
 from app import limits
 from app.api.schemas import RATE_LIMITED, LoginSchema, LogoutSchema, RegisterSchema
-from app.auth import revoke_current_token, revoke_encoded_token
 from app.extensions import limiter
+from app.services import sessions
 from app.services import users as user_service
 from app.services.serializers import user_dict
 
-blp = Blueprint("auth", __name__, description="Authentication")
+blp = Blueprint("auth", __name__, description=(
+    "Authentication. A login starts a session: refresh tokens rotate (each works once; "
+    "``POST /auth/refresh`` returns the next one with the access token) and a reused one "
+    "revokes the session. Sockets end with the session: logout, a reused refresh token, an "
+    "expired access token, a role change or a deactivation sends ``session_ended "
+    "{\"reason\": \"logout\" | \"session_revoked\" | \"token_expired\" | \"role_changed\" | "
+    "\"deactivated\"}`` to each affected socket, then disconnects it. A socket extends its life "
+    "with ``reauth {\"token\": <fresh access token>}`` (ack ``{\"ok\", \"expires_at\"}``). "
+    "Reconnecting with ``auth.last_event_id`` replays the missed events; a client further "
+    "behind than the retained history gets only ``resync_required {\"last_event_id\", "
+    "\"reason\": \"history_purged\" | \"too_many_events\" | \"unavailable\"}``: reload over "
+    "REST, then carry on from that id. ``join {episode_id, last_event_id?}`` and ``subscribe "
+    "{job_id | episode_id, last_event_id?}`` first send that room's events after the id "
+    "(those delivered between the reconnect and the rejoin), then acknowledge. Presence and "
+    "viewer events are not replayed (the join ack carries the viewers)."))
 
 
 @blp.route("/auth/register", methods=["POST"])
@@ -43,13 +51,10 @@ def login(data):
     """Exchange credentials for an access and a refresh token (public).
 
     429 past the per-address limit, or past the failed attempts allowed per account.
+    Both tokens belong to one session (their ``fam`` claim): logout ends all of it.
     """
     user = user_service.authenticate(email=data["email"], password=data["password"])
-    return jsonify({
-        "access_token": create_access_token(identity=user, fresh=True),
-        "refresh_token": create_refresh_token(identity=user),
-        "user": user_dict(user),
-    })
+    return jsonify({**sessions.login(user), "user": user_dict(user)})
 
 
 @blp.route("/auth/refresh", methods=["POST"])
@@ -57,18 +62,26 @@ def login(data):
 @jwt_required(refresh=True)
 @limiter.limit(limits.refresh_per_user, key_func=limits.user_key)
 def refresh():
-    """A new access token for a valid refresh token; 429 past the per-user limit."""
-    return jsonify({"access_token": create_access_token(identity=current_user)})
+    """A new access token and a new refresh token; 429 past the per-user limit.
+
+    Refresh tokens rotate: each one works once, and the response carries the next one
+    (``refresh_token``). Presenting a refresh token that was already used revokes the whole
+    session (401 ``token_reused``): all its refresh tokens stop working and its sockets are
+    disconnected; a revoked session answers 401 ``token_revoked``.
+    """
+    return jsonify(sessions.rotate(current_user, get_jwt()))
 
 
 @blp.route("/auth/logout", methods=["POST"])
 @jwt_required(verify_type=False)
 @blp.arguments(LogoutSchema)
 def logout(data):
-    """Revoke the token used (and the refresh token, when sent)."""
-    revoke_current_token()
-    if data.get("refresh_token") and get_jwt().get("type") == "access":
-        revoke_encoded_token(data["refresh_token"])
+    """Revoke the token used, the refresh tokens of its session (and the refresh token sent
+    in the body), and disconnect the sockets opened with that session, on every server.
+
+    Those sockets receive ``session_ended {"reason": "logout"}`` before the disconnect.
+    """
+    sessions.logout(get_jwt(), data.get("refresh_token"))
     return "", 204
 
 

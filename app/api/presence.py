@@ -4,19 +4,12 @@ from __future__ import annotations
 from flask import jsonify
 from flask_jwt_extended import current_user, jwt_required
 from flask_smorest import Blueprint
-from marshmallow import fields, validate
 
-from app.api.schemas import StrictSchema
-from app.models.presence import STATUSES
+from app.api.schemas import StatusSchema
 from app.services import activity as activity_service
 from app.services import presence as presence_service
 
 blp = Blueprint("presence", __name__, description="Presence")
-
-
-class StatusSchema(StrictSchema):
-    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
-    message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
 
 
 @blp.route("/presence/me")

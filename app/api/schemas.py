@@ -1,9 +1,11 @@
 """Request schemas (marshmallow via flask-smorest): validation names the bad fields."""
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate, validates_schema
+from marshmallow import ValidationError as MarshmallowValidationError
 
 from app.models.core import EPISODE_STATUSES, ROLES
+from app.models.presence import STATUSES
 
 
 class StrictSchema(Schema):
@@ -28,6 +30,36 @@ class LogoutSchema(StrictSchema):
 
 class RoleSchema(StrictSchema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class JSONBoolean(fields.Boolean):
+    """A JSON ``true``/``false`` only: not 0, 1, "no" (marshmallow's Boolean takes those)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class UserUpdateSchema(StrictSchema):
+    """``PATCH /users/<id>``: a new role, a new active flag, or both."""
+
+    role = fields.String(validate=validate.OneOf(ROLES))
+    is_active = JSONBoolean(metadata={
+        "description": "false deactivates the account: its sockets are disconnected, its "
+                       "refresh tokens revoked and its access tokens refused"})
+
+    @validates_schema
+    def _something(self, data, **_kwargs):
+        if not data:
+            raise MarshmallowValidationError("Give role and/or is_active.", field_name="_schema")
+
+
+class StatusSchema(StrictSchema):
+    """A presence status: ``PUT /presence/me`` and the socket event ``set_status`` alike."""
+
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
 
 
 class EpisodeCreateSchema(StrictSchema):

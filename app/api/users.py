@@ -1,10 +1,10 @@
-"""Users (admin): list and change role."""
+"""Users (admin): list, change role, deactivate."""
 from __future__ import annotations
 
 from flask import jsonify
 from flask_smorest import Blueprint
 
-from app.api.schemas import ListQuerySchema, RoleSchema
+from app.api.schemas import ListQuerySchema, UserUpdateSchema
 from app.auth import role_required
 from app.extensions import db
 from app.models import User
@@ -26,7 +26,14 @@ def list_users(args):
 
 @blp.route("/users/<int:user_id>", methods=["PATCH"])
 @role_required("admin")
-@blp.arguments(RoleSchema)
-def change_role(data, user_id: int):
-    """Change a user's role."""
-    return jsonify(user_dict(user_service.set_role(user_id, data["role"])))
+@blp.arguments(UserUpdateSchema)
+def update_user(data, user_id: int):
+    """Change a user's role and/or deactivate (``{"is_active": false}``) or reactivate them.
+
+    Either change disconnects the user's live sockets on every server within seconds
+    (``session_ended`` with reason ``role_changed`` or ``deactivated`` first); a
+    deactivated user's refresh tokens are revoked and their access tokens refused. The last
+    active admin can be neither demoted nor deactivated (409).
+    """
+    return jsonify(user_dict(user_service.update_user(user_id, role=data.get("role"),
+                                                      is_active=data.get("is_active"))))

@@ -30,9 +30,12 @@ def init_realtime(app: Flask) -> None:
         options["message_queue"] = url
     else:
         options["client_manager"] = IndexedManager()
-    from app.realtime import connections
+    from app.realtime import connections, control
     from app.realtime.namespaces import register_namespaces
+    from app.services import replay
 
     register_namespaces()
     connections.reset()
+    control.reset()
+    replay.reset_local()
     socketio.init_app(app, **options)

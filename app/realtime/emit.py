@@ -147,12 +147,19 @@ def event_envelope(event: DomainEvent, actor: User | None) -> dict:
 
 def emit_domain_events(events: list[DomainEvent]) -> int:
     """Delivery step: every event of a batch to its rooms, in id order, in one pipeline."""
+    from app.services import replay
     from app.services.batch import rows_by_id
 
     actors = rows_by_id(User, (event.actor_id for event in events))
     messages = []
+    remembered = []
     for event in events:
         actor = actors.get(event.actor_id) if event.actor_id else None
         payload = event_envelope(event, actor)
-        messages.extend((route, event.name, payload) for route in routes_for(event))
-    return emit_many(messages)
+        routes = routes_for(event)
+        messages.extend((route, event.name, payload) for route in routes)
+        remembered.append({"id": event.id, "name": event.name,
+                           "routes": [list(route) for route in routes], "envelope": payload})
+    sent = emit_many(messages)
+    replay.remember(remembered)  # the shared history reconnecting clients replay from
+    return sent

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
-from sqlalchemy import select
+from marshmallow import ValidationError as MarshmallowValidationError
 
+from app.api.schemas import StatusSchema
 from app.auth import load_user_from_token
 from app.errors import DomainError
 from app.extensions import db, socketio
-from app.models import DomainEvent, Episode, Job, User
-from app.realtime import connections
+from app.models import Episode, Job, User
+from app.realtime import connections, control
 from app.realtime.emit import (
     ADMIN,
     EPISODES,
@@ -23,17 +25,14 @@ from app.realtime.emit import (
     JOBS,
     ROOM_ADMINS,
     ROOM_ALL,
-    emit_to,
+    envelope,
     episode_room,
-    event_envelope,
     job_room,
-    routes_for,
     user_room,
 )
-from app.services import presence
+from app.services import presence, replay
 
 log = logging.getLogger(__name__)
-REPLAY_LIMIT = 1000
 
 
 def _refuse(code: str, message: str) -> ConnectionRefusedError:
@@ -49,12 +48,22 @@ def _int_field(data, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+@dataclass(frozen=True)
+class SocketUser:
+    """What replay and the default rooms need of a user, taken at connect: the replay
+    task then reads no ``users`` row."""
+
+    id: int
+    is_admin: bool
+
+
 class AuthenticatedNamespace(Namespace):
     """Every namespace: token in ``auth``, the cap, presence, replay of missed events."""
 
     admin_only = False
 
     def on_connect(self, auth=None):
+        since = time.time()  # a session ended after this instant also ends this socket
         token = auth.get("token") if isinstance(auth, dict) else None
         if not token:
             raise _refuse("unauthorized", "An access token is required in auth.token")
@@ -75,11 +84,12 @@ class AuthenticatedNamespace(Namespace):
             db.session.rollback()
             log.exception("presence on connect failed")
             raise _refuse("unavailable", "Try again shortly") from exc
+        control.track(sid, self.namespace, user.id, token, since)
         last_event_id = auth.get("last_event_id")
         if isinstance(last_event_id, int) and not isinstance(last_event_id, bool):
             # Rooms are joined after the replay, so missed events arrive before live ones.
             socketio.start_background_task(self._replay_then_join, current_app._get_current_object(),
-                                           sid, user.id, last_event_id)
+                                           sid, SocketUser(user.id, user.is_admin), last_event_id)
         else:
             self.join_default_rooms(user, sid)
 
@@ -93,46 +103,97 @@ class AuthenticatedNamespace(Namespace):
     def may_see_room(self, user: User, room: str) -> bool:
         return room in (self.visible_rooms(user) or set())
 
-    def _replay_then_join(self, app, sid: str, user_id: int, last_event_id: int) -> None:
-        deadline = time.monotonic() + 5
+    def _replay_then_join(self, app, sid: str, user: SocketUser, last_event_id: int) -> None:
+        """Replay, join the live rooms, replay what was delivered meanwhile.
+
+        No database row is read here when the shared buffer has the history (a storm of
+        reconnects must not queue for the pool); if the history cannot be read at all, the
+        client is told to resync instead of being left without its rooms.
+        """
+        deadline = time.monotonic() + 30
         while not socketio.server.manager.is_connected(sid, self.namespace):
-            if time.monotonic() > deadline:
-                return
+            if time.monotonic() > deadline or connections.get(sid) is None:
+                return  # refused or already gone
             socketio.sleep(0.01)
         with app.app_context():
-            user = db.session.get(User, user_id)
-            last = self._replay(user, sid, last_event_id)
+            last = self._replay_safely(user, sid, last_event_id)
             self.join_default_rooms(user, sid)
-            self._replay(user, sid, last)  # what was delivered while we replayed
+            if last is not None:
+                self._replay_safely(user, sid, last)  # what was delivered while we replayed
 
-    def _replay(self, user: User, sid: str, after_id: int) -> int:
-        rows = list(db.session.scalars(
-            select(DomainEvent)
-            .where(DomainEvent.id > after_id, DomainEvent.delivered_at.is_not(None))
-            .order_by(DomainEvent.id).limit(REPLAY_LIMIT)))
+    def _join_replaying(self, room: str, data) -> None:
+        """Join a room; with ``last_event_id`` in the request, first send the room's events
+        after it: those delivered between the client's reconnect (whose replay ran before
+        it had rejoined this room) and this join would otherwise never reach it."""
+        after_id = _int_field(data, "last_event_id")
+        last = None
+        if after_id is not None:
+            last = self._replay_safely(None, request.sid, after_id, room=room)
+        join_room(room)
+        if last is not None:
+            self._replay_safely(None, request.sid, last, room=room)
+
+    def _replay_safely(self, user: SocketUser | None, sid: str, after_id: int,
+                       room: str | None = None) -> int | None:
+        try:
+            return self._replay(user, sid, after_id, room)
+        except Exception:  # noqa: BLE001 - database or Redis trouble: the client reloads
+            log.exception("replay failed")
+            db.session.rollback()
+            self._emit_here(sid, "resync_required", envelope(
+                "resync_required", {"last_event_id": after_id, "reason": "unavailable"},
+                event_id=None, actor=None))
+            return None
+        finally:
+            db.session.rollback()  # no connection held between the passes
+
+    def _emit_here(self, sid: str, name: str, payload: dict) -> None:
+        """To one socket of this process, without the message queue: a reconnect storm's
+        replays would otherwise be published to (and decoded by) every web process."""
+        socketio.server.emit(name, payload, to=sid, namespace=self.namespace, ignore_queue=True)
+
+    def _replay(self, user: SocketUser | None, sid: str, after_id: int, room: str | None = None) -> int:
+        """Send the missed events this socket may see (or, given ``room``, those of that
+        room, which the caller authorized), from the shared history; or tell the client to
+        resync over REST when that history no longer reaches back to ``after_id``.
+        Returns the id the client is now at."""
+        history = replay.history_after(after_id)
+        if history.resync is not None:
+            newest = history.newest if history.newest is not None else after_id
+            self._emit_here(sid, "resync_required", envelope(
+                "resync_required", {"last_event_id": newest, "reason": history.resync},
+                event_id=None, actor=None))
+            return max(newest, after_id)
         last = after_id
-        actors = {u.id: u for u in db.session.scalars(
-            select(User).where(User.id.in_({r.actor_id for r in rows if r.actor_id})))}
-        for event in rows:
-            last = event.id
-            if any(ns == self.namespace and self.may_see_room(user, room)
-                   for ns, room in routes_for(event)):
-                emit_to([(self.namespace, sid)], event.name,
-                        event_envelope(event, actors.get(event.actor_id)))
-        if len(rows) == REPLAY_LIMIT:
-            emit_to([(self.namespace, sid)], "resync_required",
-                    {"id": None, "event": "resync_required", "data": {"last_event_id": last},
-                     "actor": None, "timestamp": None})
+        for entry in history.entries:
+            last = max(last, entry["id"])
+            if any(ns == self.namespace and (r == room if room is not None
+                                             else self.may_see_room(user, r))
+                   for ns, r in entry["routes"]):
+                self._emit_here(sid, entry["name"], entry["envelope"])
         return last
 
     def on_disconnect(self, *args):
         sid = request.sid
+        control.untrack(sid)
         if connections.remove(sid) is not None:
             presence.socket_disconnected(sid)
 
     def current_user(self) -> User | None:
         conn = connections.get(request.sid)
         return db.session.get(User, conn.user_id) if conn else None
+
+    def on_reauth(self, data=None):
+        """Extend this socket's life with a fresh access token (before the old one expires,
+        the server disconnects sockets whose token has expired)."""
+        conn = connections.get(request.sid)
+        token = data.get("token") if isinstance(data, dict) else None
+        claims = control.reauthenticate(request.sid, conn.user_id, token) \
+            if conn is not None and isinstance(token, str) else None
+        if claims is None:
+            return {"ok": False, "error": {"code": "invalid_token", "details": {},
+                                           "message": "A valid access token of this user is required"}}
+        return {"ok": True, "expires_at": claims["exp"]}
 
     def on_heartbeat(self, data=None):
         """The client is alive and active."""
@@ -150,10 +211,14 @@ class FeedNamespace(AuthenticatedNamespace):
         user = self.current_user()
         if user is None:
             return {"ok": False}
-        data = data if isinstance(data, dict) else {}
+        try:  # the same schema as PUT /presence/me
+            values = StatusSchema().load(data if isinstance(data, dict) else {})
+        except MarshmallowValidationError as exc:
+            return {"ok": False, "error": {"code": "validation_error", "message": "Invalid status",
+                                           "details": exc.normalized_messages()}}
         try:
             return {"ok": True, "presence": presence.set_status(
-                user, str(data.get("status", "")), data.get("message"))}
+                user, values["status"], values.get("message"))}
         except DomainError as exc:
             return _error(exc)
 
@@ -173,7 +238,7 @@ class EpisodesNamespace(AuthenticatedNamespace):
         if db.session.get(Episode, episode_id) is None:
             return {"ok": False, "error": {"code": "not_found", "message": "Episode not found",
                                            "details": {}}}
-        join_room(episode_room(episode_id))
+        self._join_replaying(episode_room(episode_id), data)
         viewers = presence.view(sid=request.sid, user=user, resource_type="episode",
                                 resource_id=episode_id)
         return {"ok": True, "viewers": viewers}
@@ -197,10 +262,10 @@ class JobsNamespace(AuthenticatedNamespace):
     def on_subscribe(self, data=None):
         job_id, episode_id = _int_field(data, "job_id"), _int_field(data, "episode_id")
         if job_id is not None and db.session.get(Job, job_id) is not None:
-            join_room(job_room(job_id))
+            self._join_replaying(job_room(job_id), data)
             return {"ok": True, "room": job_room(job_id)}
         if episode_id is not None and db.session.get(Episode, episode_id) is not None:
-            join_room(episode_room(episode_id))
+            self._join_replaying(episode_room(episode_id), data)
             return {"ok": True, "room": episode_room(episode_id)}
         code = "not_found" if (job_id or episode_id) else "validation_error"
         return {"ok": False, "error": {"code": code, "message": "Unknown job or episode",

@@ -32,7 +32,7 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.models import DomainEvent, utcnow
 from app.realtime import emit
-from app.services import activity, notifications
+from app.services import activity, notifications, replay
 from app.services.batch import end_batch, new_batch
 
 log = logging.getLogger(__name__)
@@ -271,5 +271,7 @@ def purge_delivered(days: int, *, batch_size: int = 5000) -> int:
             db.session.rollback()
             return total
         db.session.execute(delete(DomainEvent).where(DomainEvent.id.in_(ids)))
+        replay.mark_purged(max(ids))  # clients behind this id must resync, never half-replay
         db.session.commit()
+        replay.forget_through(max(ids))
         total += len(ids)

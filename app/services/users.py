@@ -60,18 +60,45 @@ def get_user(user_id: int) -> User:
     return user
 
 
-def set_role(user_id: int, role: str) -> User:
-    if role not in ROLES:
+def _is_last_active_admin(user: User) -> bool:
+    if user.role != "admin" or not user.is_active:
+        return False
+    admins = db.session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.is_active.is_(True)))
+    return admins <= 1
+
+
+def update_user(user_id: int, *, role: str | None = None, is_active: bool | None = None) -> User:
+    """Change a user's role and/or active flag (admin). The user's live sockets are ended on
+    every web process after the commit: a demoted admin stops hearing ``/admin`` at once,
+    a deactivated user is cut off (and their sessions' refresh tokens revoked)."""
+    from app.services import sessions
+
+    if role is not None and role not in ROLES:
         raise ValidationError("Invalid role", details={"role": [f"Must be one of {ROLES}."]})
     user = get_user(user_id)
-    if user.role == "admin" and role != "admin":
-        admins = db.session.scalar(select(func.count()).select_from(User).where(
-            User.role == "admin", User.is_active.is_(True)))
-        if admins <= 1:
-            raise Conflict("The last admin cannot be demoted")
-    user.role = role
+    demoting = role is not None and role != "admin"
+    deactivating = is_active is False and user.is_active
+    if (demoting or deactivating) and _is_last_active_admin(user):
+        raise Conflict("The last admin cannot be demoted" if demoting
+                       else "The last admin cannot be deactivated")
+    role_changed = role is not None and role != user.role
+    if role is not None:
+        user.role = role
+    if is_active is not None:
+        user.is_active = is_active
+    if deactivating:
+        sessions.revoke_user_sessions(user.id)
     db.session.commit()
+    if deactivating:
+        sessions.end_user_sockets(user.id, "deactivated")
+    elif role_changed:
+        sessions.end_user_sockets(user.id, "role_changed")
     return user
+
+
+def set_role(user_id: int, role: str) -> User:
+    return update_user(user_id, role=role)
 
 
 def create_or_promote_admin(email: str, password: str | None, name: str | None = None) -> User:
