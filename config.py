@@ -131,6 +131,12 @@ class Config:
     SOCKETIO_PING_INTERVAL = max(1, _int("SOCKETIO_PING_INTERVAL", 25))
     SOCKETIO_PING_TIMEOUT = max(1, _int("SOCKETIO_PING_TIMEOUT", 20))
     PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
+    # Per-message compression (permessage-deflate) on websockets: off, as in Node's
+    # socket.io since v3. Browsers offer it on every connection, and accepting it keeps a
+    # zlib compressor (~100 KB) per connection for small JSON envelopes (app/ws_compression.py).
+    # When on, both LZ77 windows are capped at 2**bits bytes (9..15).
+    SOCKETIO_WS_COMPRESSION = _bool("SOCKETIO_WS_COMPRESSION", False)
+    SOCKETIO_WS_COMPRESSION_WINDOW_BITS = _int("SOCKETIO_WS_COMPRESSION_WINDOW_BITS", 11)
 
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"

@@ -46,6 +46,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.extensions import api, db, jwt, migrate
     from app.realtime import init_realtime
     from app.tasks import celery_init_app
+    from app.ws_compression import install_ws_compression
 
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
@@ -61,6 +62,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)  # after flask-smorest, so our handlers win
     init_realtime(app)
+    install_ws_compression(app)  # after Socket.IO: it must see the handshake first
     celery_init_app(app)
     register_cli(app)
     return app
