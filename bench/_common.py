@@ -29,7 +29,7 @@ def setup_env(db_name: str, redis_db: int) -> dict:
     url = fresh_database(db_name)
     env = {
         "DATABASE_URL": url,
-        "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "REDIS_URL": f"{os.environ.get('BENCH_REDIS', 'redis://127.0.0.1:6379')}/{redis_db}",
         "APP_ENV": "development",
         "EMBEDDED_WORKER": "0",
         "INSTANCE_DIR": f"/tmp/{db_name}-instance",
