@@ -72,28 +72,29 @@ def bounded_offer(header: str, window_bits: int) -> str | None:
     return ", ".join(offers) or None
 
 
-class WebSocketCompression:
-    """WSGI middleware: decides what the websocket handshake may accept of permessage-deflate."""
+def install_ws_compression(app: Flask) -> None:
+    """Put the decision in front of Flask-SocketIO's middleware, so before any websocket
+    library.
 
-    def __init__(self, wsgi_app: Callable, *, enabled: bool, window_bits: int) -> None:
-        if not MIN_WINDOW_BITS <= window_bits <= MAX_WINDOW_BITS:
-            raise ValueError(f"SOCKETIO_WS_COMPRESSION_WINDOW_BITS={window_bits} is not within "
-                             f"{MIN_WINDOW_BITS}..{MAX_WINDOW_BITS}")
-        self.wsgi_app, self.enabled, self.window_bits = wsgi_app, enabled, window_bits
+    A function, not a class with ``__call__``: an idle websocket's green thread keeps this
+    frame for the connection's whole life, and calling an instance goes through C (a C stack
+    frame saved with every suspended green thread), calling a function does not.
+    """
+    enabled = bool(app.config["SOCKETIO_WS_COMPRESSION"])
+    window_bits = int(app.config["SOCKETIO_WS_COMPRESSION_WINDOW_BITS"])
+    if not MIN_WINDOW_BITS <= window_bits <= MAX_WINDOW_BITS:
+        raise ValueError(f"SOCKETIO_WS_COMPRESSION_WINDOW_BITS={window_bits} is not within "
+                         f"{MIN_WINDOW_BITS}..{MAX_WINDOW_BITS}")
+    wsgi_app = app.wsgi_app
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def ws_compression(environ: dict, start_response: Callable) -> Iterable[bytes]:
         offer = environ.get(HEADER)
         if offer is not None:
-            rewritten = bounded_offer(offer, self.window_bits) if self.enabled else None
+            rewritten = bounded_offer(offer, window_bits) if enabled else None
             if rewritten:
                 environ[HEADER] = rewritten
             else:
                 del environ[HEADER]
-        return self.wsgi_app(environ, start_response)
+        return wsgi_app(environ, start_response)
 
-
-def install_ws_compression(app: Flask) -> None:
-    """Wrap the app (outside Flask-SocketIO's middleware, so before any websocket library)."""
-    app.wsgi_app = WebSocketCompression(app.wsgi_app,  # type: ignore[method-assign]
-                                        enabled=app.config["SOCKETIO_WS_COMPRESSION"],
-                                        window_bits=app.config["SOCKETIO_WS_COMPRESSION_WINDOW_BITS"])
+    app.wsgi_app = ws_compression  # type: ignore[method-assign]

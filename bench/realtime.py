@@ -500,12 +500,13 @@ class Bench:
                 "spread": spreads, "rest": rest, "missing": missing, "payload": payload}
 
     # ---- our server
-    def start_server(self, mode: str, port: int, log: Path, **extra: str):
+    def start_server(self, mode: str, port: int, log: Path, *, traced: bool = False, **extra: str):
         env = dict(self.env, SOCKETIO_ASYNC_MODE=mode, MAX_CONNECTIONS=str(self.args.cap),
                    HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1", EMBEDDED_WORKER="0",
                    **extra)
         out = open(log, "wb")
-        proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=ROOT, env=env, stdout=out,
+        cmd = ["bench/traced_server.py"] if traced else ["wsgi.py"]
+        proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         import requests
 
@@ -850,6 +851,12 @@ class Bench:
         servers = [s for s in args.memory_servers if s != "node" or have_node]
         if "node" in args.memory_servers and "node" not in servers:
             out["note"] = f"no Node peer: run `npm ci` in {NODE_DIR}"
+        if args.memory_trace:
+            print(f"\n=== memory breakdown: the product under tracemalloc (load {loadavg()})",
+                  flush=True)
+            res = self.memory_once("product", False, a, b, traced=True)
+            out["trace"] = res.get("trace") or res.get("error")
+            print(out["trace"], flush=True)
         for server in servers:
             for offers in (True, False):
                 key = "offers" if offers else "plain"
@@ -860,15 +867,18 @@ class Bench:
                 print(f"  {fmt_mem(res)}", flush=True)
         return out
 
-    def memory_once(self, server: str, offers: bool, a: int, b: int) -> dict:
+    def memory_once(self, server: str, offers: bool, a: int, b: int, traced: bool = False) -> dict:
         port = free_port()
-        log = LOG_DIR / f"memory-{server}-{'offers' if offers else 'plain'}.log"
+        log = LOG_DIR / f"memory-{server}-{'offers' if offers else 'plain'}{'-traced' if traced else ''}.log"
         auth = server.startswith("product")
         self.url, self.offset, self.compress = f"http://127.0.0.1:{port}", 0, offers
+        trace_out = str(LOG_DIR / f"trace-{server}-{'offers' if offers else 'plain'}")
         try:
             if auth:
                 env = dict(kv.split("=", 1) for kv in self.args.memory_env) if server == "product+env" else {}
-                proc = self.server = self.start_server("eventlet", port, log, **env)
+                if traced:
+                    env["MEMTRACE_OUT"] = trace_out
+                proc = self.server = self.start_server("eventlet", port, log, traced=traced, **env)
             else:
                 proc, self.server = start_peer(server, port, log), None
         except Exception as exc:  # noqa: BLE001 - reported in the table
@@ -885,9 +895,20 @@ class Bench:
                     raise RuntimeError(f"only {grow['alive']} of {target} connected: {grow['reason']}")
                 time.sleep(self.args.memory_settle)
                 points.append({**proc_status(proc.pid), **self.loads.stats()})
+                if traced:
+                    k = len(points)
+                    os.kill(proc.pid, signal.SIGUSR2)
+                    deadline = time.monotonic() + 300
+                    while not Path(f"{trace_out}.{k}.done").exists():
+                        if time.monotonic() > deadline or proc.poll() is not None:
+                            raise RuntimeError("the traced server wrote no snapshot")
+                        time.sleep(0.2)
             p0, p1 = points
             res = {"kb_per_conn": (p1["rss_kb"] - p0["rss_kb"]) / (p1["alive"] - p0["alive"]),
                    "points": points, "deflate": p1["deflate"], "alive": p1["alive"]}
+            if traced:
+                res["trace"] = trace_report(trace_out, p1["alive"] - p0["alive"],
+                                            p1["rss_kb"] - p0["rss_kb"])
         except Exception as exc:  # noqa: BLE001 - reported in the table
             res["error"] = short_error(exc)
         finally:
@@ -917,6 +938,54 @@ def start_peer(kind: str, port: int, log: Path) -> subprocess.Popen:
                 return proc
         time.sleep(0.2)
     raise RuntimeError(f"{kind} server did not come up")
+
+
+AREAS = ("eventlet", "engineio", "flask_socketio", "socketio", "greenlet", "simple_websocket",
+         "werkzeug", "flask", "sqlalchemy", "psycopg", "redis", "kombu", "celery", "app")
+
+
+def area_of(frames) -> str:
+    """The package an allocation belongs to: the innermost frame outside the standard
+    library (``socket.makefile`` called by eventlet.wsgi is eventlet's)."""
+    stdlib = sys.base_prefix
+    for frame in frames:  # innermost first
+        name = frame.filename
+        if "site-packages" not in name and not name.startswith(str(ROOT)) and name.startswith(stdlib):
+            continue
+        for area in AREAS:
+            if f"/{area}/" in name or (area == "app" and name.startswith(str(ROOT / "app"))):
+                return area
+        return Path(name).name
+    return f"stdlib {Path(frames[0].filename).name}" if len(frames) else "?"
+
+
+def trace_report(out: str, n: int, rss_kb: int) -> str:
+    """Bytes per added connection: tracemalloc by package and by line, live objects by type."""
+    import tracemalloc
+
+    a = tracemalloc.Snapshot.load(f"{out}.1.snap")
+    b = tracemalloc.Snapshot.load(f"{out}.2.snap")
+    with open(f"{out}.1.json") as f:
+        ja = json.load(f)
+    with open(f"{out}.2.json") as f:
+        jb = json.load(f)
+    traced = (jb["traced"] - ja["traced"]) / n
+    lines = [f"per added connection ({n}): RSS {rss_kb * 1024 / n:,.0f} B; traced by tracemalloc "
+             f"{traced:,.0f} B (the rest: allocator overhead, fragmentation, untraced C memory)"]
+    areas: Counter = Counter()
+    for st in b.compare_to(a, "traceback"):
+        areas[area_of(st.traceback)] += st.size_diff
+    lines.append("  by package: " + ", ".join(f"{k} {v / n:,.0f}" for k, v in areas.most_common(12)))
+    lines.append("  by line (allocation site, innermost frame):")
+    for st in b.compare_to(a, "lineno")[:18]:
+        fr = st.traceback[0]
+        name = fr.filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+        lines.append(f"    {st.size_diff / n:8,.0f} B {st.count_diff / n:6.2f} blocks  {name}:{fr.lineno}")
+    counts = Counter({k: jb["counts"].get(k, 0) - ja["counts"].get(k, 0) for k in jb["counts"]})
+    sizes = {k: jb["sizes"].get(k, 0) - ja["sizes"].get(k, 0) for k in jb["sizes"]}
+    lines.append("  live objects (collector) per connection: " + ", ".join(
+        f"{k} {v / n:.1f} ({sizes.get(k, 0) / n:,.0f} B)" for k, v in counts.most_common(16)))
+    return "\n".join(lines)
 
 
 def fmt_mem(res: dict) -> str:
@@ -957,6 +1026,8 @@ def memory_table(mem: dict) -> str:
     lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     if mem.get("note"):
         lines.append(mem["note"])
+    if mem.get("trace"):
+        lines += ["", "breakdown of the product (clients not offering, under tracemalloc):", mem["trace"]]
     return "\n".join(lines)
 
 
@@ -1135,6 +1206,9 @@ def parse_args():
     p.add_argument("--memory-env", action="append", default=[], metavar="NAME=VALUE",
                    help="environment of the product+env server, e.g. SOCKETIO_WS_COMPRESSION=1")
     p.add_argument("--memory-only", action="store_true", help="only the memory phase")
+    p.add_argument("--memory-trace", action="store_true",
+                   help="memory phase: first a breakdown of the product's bytes per connection "
+                        "(tracemalloc, live objects by type; bench/traced_server.py)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory phase")
     p.add_argument("--json", default=str(LOG_DIR / "results.json"))
     p.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's results.json")
