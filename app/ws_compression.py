@@ -19,6 +19,7 @@ on, the offer is rewritten to the bounded parameters both libraries then echo.
 """
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterable
 
 from flask import Flask
@@ -86,6 +87,8 @@ def install_ws_compression(app: Flask) -> None:
         raise ValueError(f"SOCKETIO_WS_COMPRESSION_WINDOW_BITS={window_bits} is not within "
                          f"{MIN_WINDOW_BITS}..{MAX_WINDOW_BITS}")
     wsgi_app = app.wsgi_app
+    if not isinstance(wsgi_app, (types.FunctionType, types.MethodType)):
+        wsgi_app = wsgi_app.__call__  # Flask-SocketIO's middleware: its method, called inline
 
     def ws_compression(environ: dict, start_response: Callable) -> Iterable[bytes]:
         offer = environ.get(HEADER)

@@ -510,7 +510,7 @@ class Bench:
                                 stderr=subprocess.STDOUT, start_new_session=True)
         import requests
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (240 if traced else 60)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-1500:]}")
@@ -1217,6 +1217,8 @@ def parse_args():
     args.modes = [m for m in args.modes.split(",") if m]
     args.memory_steps = [int(x) for x in args.memory_steps.split(",")]
     args.memory_servers = [m for m in args.memory_servers.split(",") if m]
+    if set(args.memory_servers) - set(MEMORY_NAMES):
+        p.error(f"--memory-servers: one of {', '.join(MEMORY_NAMES)} (comma-separated; ',' for none)")
     return args
 
 

@@ -30,6 +30,7 @@ def _dump(_signum, _frame) -> None:
     gc.collect()
     snap = tracemalloc.take_snapshot()
     snap.dump(f"{OUT}.{k}.snap")
+    del snap  # its traces are tuples: not to be counted below
     types = Counter(type(o).__qualname__ for o in gc.get_objects())
     sizes: Counter = Counter()
     for o in gc.get_objects():
