@@ -137,6 +137,8 @@ class Config:
     # When on, both LZ77 windows are capped at 2**bits bytes (9..15).
     SOCKETIO_WS_COMPRESSION = _bool("SOCKETIO_WS_COMPRESSION", False)
     SOCKETIO_WS_COMPRESSION_WINDOW_BITS = _int("SOCKETIO_WS_COMPRESSION_WINDOW_BITS", 11)
+    # When on: no compressor kept between messages (smaller, worse ratio, more CPU per message).
+    SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER = _bool("SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER", False)
 
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"

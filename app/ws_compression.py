@@ -41,14 +41,16 @@ def _bits(value: str | bool, bound: int) -> int | None:
     return min(bits, bound) if MIN_WINDOW_BITS <= bits <= MAX_WINDOW_BITS else None
 
 
-def bounded_offer(header: str, window_bits: int) -> str | None:
+def bounded_offer(header: str, window_bits: int, *, no_context_takeover: bool = False) -> str | None:
     """The client's permessage-deflate offers rewritten so the server accepts at most
     ``window_bits`` for its own window and for the client's (when the client lets the server
     choose it); None when no offer is usable.
 
     RFC 7692 lets the server limit its own window in the answer even when the client did
     not name it (7.1.2.1), and the client's only when offered (7.1.2.2). Parameters we do
-    not know are dropped rather than echoed.
+    not know are dropped rather than echoed. ``no_context_takeover`` adds
+    ``server_no_context_takeover``, which a server may always answer (7.1.1.1): the server
+    then makes a compressor per message and keeps none between messages.
     """
     offers = []
     for raw in header.split(","):
@@ -67,6 +69,8 @@ def bounded_offer(header: str, window_bits: int) -> str | None:
         parts = [NAME, f"server_max_window_bits={server_bits}"]
         if client_bits:
             parts.append(f"client_max_window_bits={client_bits}")
+        if no_context_takeover:
+            values["server_no_context_takeover"] = True
         parts += [flag for flag in ("server_no_context_takeover", "client_no_context_takeover")
                   if values.get(flag) is True]
         offers.append("; ".join(parts))
@@ -83,6 +87,7 @@ def install_ws_compression(app: Flask) -> None:
     """
     enabled = bool(app.config["SOCKETIO_WS_COMPRESSION"])
     window_bits = int(app.config["SOCKETIO_WS_COMPRESSION_WINDOW_BITS"])
+    no_context_takeover = bool(app.config["SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER"])
     if not MIN_WINDOW_BITS <= window_bits <= MAX_WINDOW_BITS:
         raise ValueError(f"SOCKETIO_WS_COMPRESSION_WINDOW_BITS={window_bits} is not within "
                          f"{MIN_WINDOW_BITS}..{MAX_WINDOW_BITS}")
@@ -93,7 +98,8 @@ def install_ws_compression(app: Flask) -> None:
     def ws_compression(environ: dict, start_response: Callable) -> Iterable[bytes]:
         offer = environ.get(HEADER)
         if offer is not None:
-            rewritten = bounded_offer(offer, window_bits) if enabled else None
+            rewritten = (bounded_offer(offer, window_bits, no_context_takeover=no_context_takeover)
+                         if enabled else None)
             if rewritten:
                 environ[HEADER] = rewritten
             else:

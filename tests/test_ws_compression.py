@@ -104,6 +104,22 @@ def test_setting_turns_compression_on_with_bounded_windows(_schema, mode):
     assert plain.startswith(b'0{"sid"')
 
 
+def test_no_context_takeover_setting_keeps_no_compressor_between_messages(_schema):
+    with web_server(async_mode="eventlet", SOCKETIO_WS_COMPRESSION="1",
+                    SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER="1") as server:
+        status, headers, rsv1, payload = open_packet(server.url, BROWSER_OFFER)
+    answer = sorted(p.strip() for p in headers["sec-websocket-extensions"].split(";"))
+    assert status.split()[1] == "101" and rsv1
+    assert answer == ["client_max_window_bits=11", "permessage-deflate", "server_max_window_bits=11",
+                      "server_no_context_takeover"]
+    assert zlib.decompressobj(-11).decompress(payload + b"\x00\x00\xff\xff").startswith(b'0{"sid"')
+
+
+def test_bounded_offer_without_context_takeover():
+    assert bounded_offer("permessage-deflate", 10, no_context_takeover=True) == (
+        "permessage-deflate; server_max_window_bits=10; server_no_context_takeover")
+
+
 @pytest.mark.parametrize(("offer", "expected"), [
     (BROWSER_OFFER, "permessage-deflate; server_max_window_bits=11; client_max_window_bits=11"),
     ("permessage-deflate", "permessage-deflate; server_max_window_bits=11"),
