@@ -3,6 +3,19 @@
     .venv/bin/python bench/realtime.py [--modes eventlet,gevent,threading]
         [--latency-clients 1000] [--fanout 1000,5000] [--max-connections 10000]
         [--updates 50] [--fanout-updates 10] [--load-procs 2] [--no-bare]
+        [--memory-only | --no-memory] [--memory-steps 1000,4000] [--memory-trace]
+        [--memory-servers product,bare,node,product+env] [--memory-env NAME=VALUE ...]
+
+``BENCH_DB`` / ``BENCH_REDIS`` (``redis://host:port``) point it at a database name and a
+Redis server of one's own. The Node peer needs ``npm ci`` in ``bench/node`` once.
+
+0. Memory per idle connection first (issue 17), one fresh server per cell: this product,
+   a bare python-socketio server and a bare Node socket.io 4 server, each with clients
+   that offer permessage-deflate as browsers do (aiohttp ``compress=15``: Chrome's
+   ``permessage-deflate; client_max_window_bits``) and with clients that offer nothing; the
+   RSS step between ``--memory-steps`` clients, and how many clients negotiated deflate.
+   ``--memory-trace`` adds a breakdown of the product's bytes per connection under
+   tracemalloc (``bench/traced_server.py``): by package, by allocation line, live objects.
 
 Against the production server (``python wsgi.py``, one process per SOCKETIO_ASYNC_MODE,
 EMBEDDED_WORKER=0) on a fresh PostgreSQL database ``ec_bench_realtime``, Redis db 10 and a
