@@ -961,7 +961,7 @@ def area_of(frames) -> str:
     """The package an allocation belongs to: the innermost frame outside the standard
     library (``socket.makefile`` called by eventlet.wsgi is eventlet's)."""
     stdlib = sys.base_prefix
-    for frame in frames:  # innermost first
+    for frame in reversed(frames):  # tracemalloc keeps them oldest first
         name = frame.filename
         if "site-packages" not in name and not name.startswith(str(ROOT)) and name.startswith(stdlib):
             continue
