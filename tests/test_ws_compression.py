@@ -86,7 +86,7 @@ def test_offered_compression_is_refused_by_default(_schema, mode):
     assert payload.startswith(b'0{"sid"'), payload  # plain Engine.IO open packet
 
 
-@pytest.mark.parametrize("mode", ["eventlet", "threading"])  # eventlet.websocket, simple-websocket
+@pytest.mark.parametrize("mode", MODES)  # eventlet.websocket; simple-websocket on gevent, werkzeug
 def test_setting_turns_compression_on_with_bounded_windows(_schema, mode):
     with web_server(async_mode=mode, SOCKETIO_WS_COMPRESSION="1",
                     SOCKETIO_WS_COMPRESSION_WINDOW_BITS="10") as server:
