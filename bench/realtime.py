@@ -531,6 +531,9 @@ class Bench:
                 if requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).status_code == 200:
                     return proc
             time.sleep(0.2)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave it behind
+        proc.wait(10)
         raise RuntimeError(f"server did not come up: {log.read_text()[-2000:]}")
 
     def start_worker(self, mode: str, n: int):
