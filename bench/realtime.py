@@ -953,6 +953,9 @@ def start_peer(kind: str, port: int, log: Path) -> subprocess.Popen:
             if requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
                 return proc
         time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # never leave it behind
+    proc.wait(10)
     raise RuntimeError(f"{kind} server did not come up")
 
 
