@@ -169,6 +169,14 @@ class Config:
     REPLAY_LIMIT = _int("REPLAY_LIMIT", 1000)
     # How often a web process disconnects sockets whose access token has expired.
     SESSION_CHECK_SECONDS = _float("SESSION_CHECK_SECONDS", 2.0)
+    # Per-message compression (permessage-deflate) on websockets: off, as in Node's
+    # socket.io since v3. Browsers offer it on every connection, and accepting it keeps a
+    # zlib compressor (~100 KB) per connection for small JSON envelopes (app/ws_compression.py).
+    # When on, both LZ77 windows are capped at 2**bits bytes (9..15).
+    SOCKETIO_WS_COMPRESSION = _bool("SOCKETIO_WS_COMPRESSION", False)
+    SOCKETIO_WS_COMPRESSION_WINDOW_BITS = _int("SOCKETIO_WS_COMPRESSION_WINDOW_BITS", 11)
+    # When on: no compressor kept between messages (smaller, worse ratio, more CPU per message).
+    SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER = _bool("SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER", False)
 
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"

@@ -48,6 +48,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.realtime import init_realtime
     from app.security import init_edge
     from app.tasks import celery_init_app
+    from app.ws_compression import install_ws_compression
 
     init_limits(app)  # first: the body cap runs before any hook that reads a body
     db.init_app(app)
@@ -64,6 +65,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)  # after flask-smorest, so our handlers win
     init_realtime(app)
+    install_ws_compression(app)  # after Socket.IO: it must see the handshake first
     init_edge(app)  # after Socket.IO: CORS, security headers, trusted proxies wrap it all
     celery_init_app(app)
     register_cli(app)

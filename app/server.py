@@ -2,6 +2,7 @@
 tuning a process holding thousands of sockets needs (collector, buffers, pings)."""
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -130,6 +131,150 @@ def schedule_pings_on_the_hub() -> None:
     eio_socket.Socket.schedule_ping = schedule_ping
 
 
+def _kick_writer(sock) -> None:
+    """A packet was queued for a websocket: start its writer unless one is running."""
+    if sock._ec_writer is None and sock._ec_ws is not None:
+        from eventlet import spawn_n
+
+        sock._ec_writer = spawn_n(_drain_to_websocket, sock)
+
+
+def _drain_to_websocket(sock) -> None:
+    """Send what the socket's queue holds, then end (the library's writer loop, minus the
+    wait): ``None`` in the queue, or a failed send, closes the websocket, as the library's
+    writer does on its way out."""
+    from eventlet.queue import Empty
+
+    ws, queue = sock._ec_ws, sock.queue
+    try:
+        while True:
+            try:
+                pkt = queue.get(block=False)
+            except Empty:
+                return
+            queue.task_done()
+            if pkt is None:
+                break
+            try:
+                ws.send(pkt.encode())
+            except Exception:  # noqa: BLE001 - a broken socket: the reader sees it and ends
+                break
+        sock._ec_ws = queue.on_put = None
+        ws.close()
+    finally:
+        sock._ec_writer = None
+
+
+def write_websockets_on_demand() -> None:
+    """Under eventlet, a websocket's writer green thread exists only while it has packets.
+
+    python-engineio (pinned) gives every websocket a writer green thread that waits on the
+    socket's queue for life: a second suspended greenlet per idle connection (its saved C
+    stack, its frame stack, a GreenThread, an Event, a timeout Timer). Here the queue starts
+    one when a packet is put and it ends when the queue is empty; what it sends, in what
+    order, and how a ``None`` closes the websocket are the library's writer's. The handler
+    below is the library's ``Socket._websocket_handler`` with that writer; an idle
+    connection keeps one greenlet, its reader. bench/realtime.py --memory; tested end to
+    end by tests/test_e2e_realtime.py (events, pings, disconnects, shutdown).
+    """
+    import eventlet.queue
+    from engineio import base_server, packet
+    from engineio import socket as eio_socket
+
+    if getattr(eio_socket.Socket._websocket_handler, "on_demand", False):
+        return
+
+    class KickingQueue(eventlet.queue.Queue):
+        on_put = None
+
+        def put(self, item, block=True, timeout=None) -> None:
+            super().put(item, block, timeout)
+            if self.on_put is not None:
+                self.on_put()
+
+    def create_queue(self, *args, **kwargs):
+        return KickingQueue(*args, **kwargs)
+
+    def _websocket_handler(self, ws):
+        def websocket_wait():
+            data = ws.wait()
+            if data and len(data) > self.server.max_http_buffer_size:
+                raise ValueError("packet is too large")
+            return data
+
+        for attr in ["_sock", "socket"]:
+            if hasattr(ws, attr) and hasattr(getattr(ws, attr), "settimeout"):
+                getattr(ws, attr).settimeout(self.server.ping_interval + self.server.ping_timeout)
+
+        if self.connected:  # an upgrade from long-polling
+            self.upgrading = True
+            pkt = websocket_wait()
+            decoded_pkt = packet.Packet(encoded_packet=pkt)
+            if decoded_pkt.packet_type != packet.PING or decoded_pkt.data != "probe":
+                self.server.logger.info("%s: Failed websocket upgrade, no PING packet", self.sid)
+                self.upgrading = False
+                return []
+            ws.send(packet.Packet(packet.PONG, data="probe").encode())
+            self.queue.put(packet.Packet(packet.NOOP))  # end poll
+            pkt = websocket_wait()
+            decoded_pkt = packet.Packet(encoded_packet=pkt)
+            if decoded_pkt.packet_type != packet.UPGRADE:
+                self.upgraded = False
+                self.server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet, "
+                                        "received %s instead.", self.sid, pkt)
+                self.upgrading = False
+                return []
+            self.upgraded = True
+            self.upgrading = False
+        else:
+            self.connected = True
+            self.upgraded = True
+
+        # Instead of starting the writer thread: the queue starts one when it has packets.
+        self._ec_ws, self._ec_writer = ws, None
+        self.queue.on_put = functools.partial(_kick_writer, self)
+        _kick_writer(self)  # whatever was queued before the upgrade
+        self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
+
+        while True:
+            p = None
+            try:
+                p = websocket_wait()
+            except Exception as e:  # noqa: BLE001 - the library's handler, as it is
+                if not self.closed:
+                    self.server.logger.info('%s: Unexpected error "%s", closing connection',
+                                            self.sid, str(e))
+                break
+            if p is None:
+                break
+            pkt = packet.Packet(encoded_packet=p)
+            try:
+                self.receive(pkt)
+            except eio_socket.exceptions.UnknownPacketError:
+                pass
+            except eio_socket.exceptions.SocketIsClosedError:
+                self.server.logger.info("Receive error -- socket is closed")
+                break
+            except Exception:  # noqa: BLE001 - the library's handler, as it is
+                self.server.logger.exception("Unknown receive error")
+                break
+
+        # As the library's handler: what is queued goes out and ws is closed (the writer's
+        # ``None``) before the socket closes and this handler returns.
+        self.queue.on_put = None
+        self.queue.put(None)
+        while self._ec_writer is not None:  # one is mid-send: it ends within the send timeout
+            self.server.sleep(0.01)
+        if self._ec_ws is not None:
+            _drain_to_websocket(self)
+        self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        return []
+
+    _websocket_handler.on_demand = True  # type: ignore[attr-defined]
+    base_server.BaseServer.create_queue = create_queue
+    eio_socket.Socket._websocket_handler = _websocket_handler
+
+
 def serve(app: Flask, *, host: str, port: int) -> None:
     """Serve HTTP and Socket.IO; start the embedded worker and beat when configured."""
     cap = app.config["MAX_CONNECTIONS"]
@@ -175,6 +320,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         kwargs["max_size"] = cap + 64
         kwargs["protocol"] = _small_buffer_protocol()
         schedule_pings_on_the_hub()
+        write_websockets_on_demand()
     elif mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True
     tune_gc()

@@ -17,6 +17,19 @@ until all are back (rejoined) and until all have replayed every update, updates 
 resyncs, REST p50/p99 during the storm (GETs, and a PATCH in five whose deliveries to the
 clients of its room are counted too), PostgreSQL transactions meanwhile; then the same
 storm against the bare python-socketio server (no auth, no replay) for the reconnect time.
+        [--memory-only | --no-memory] [--memory-steps 1000,4000] [--memory-trace]
+        [--memory-servers product,bare,node,product+env] [--memory-env NAME=VALUE ...]
+
+``BENCH_DB`` / ``BENCH_REDIS`` (``redis://host:port``) point it at a database name and a
+Redis server of one's own. The Node peer needs ``npm ci`` in ``bench/node`` once.
+
+0. Memory per idle connection first (issue 17), one fresh server per cell: this product,
+   a bare python-socketio server and a bare Node socket.io 4 server, each with clients
+   that offer permessage-deflate as browsers do (aiohttp ``compress=15``: Chrome's
+   ``permessage-deflate; client_max_window_bits``) and with clients that offer nothing; the
+   RSS step between ``--memory-steps`` clients, and how many clients negotiated deflate.
+   ``--memory-trace`` adds a breakdown of the product's bytes per connection under
+   tracemalloc (``bench/traced_server.py``): by package, by allocation line, live objects.
 
 Against the production server (``python wsgi.py``, one process per SOCKETIO_ASYNC_MODE,
 EMBEDDED_WORKER=0) on a fresh PostgreSQL database ``ec_bench_realtime``, Redis db 10 and a
@@ -74,8 +87,9 @@ from pathlib import Path
 from _common import ROOT, migrate, pct, setup_env, start_worker, stop, wait_for_log
 
 NS = "/episodes"
-DB_NAME = "ec_bench_realtime"
+DB_NAME = os.environ.get("BENCH_DB", "ec_bench_realtime")
 REDIS_DB = 10
+NODE_DIR = Path(__file__).resolve().parent / "node"  # `npm ci` there for the Node peer
 LOG_DIR = Path("/tmp/bench-realtime") / time.strftime("%Y%m%d-%H%M%S")
 
 BARE_SERVER = r'''
@@ -365,7 +379,10 @@ class Load(StormLoad):
         return sum(1 for p in self.clients if p.sio.connected)
 
     async def cmd_connect(self, url: str, count: int, concurrency: int, tokens: list[str] | None,
-                          offset: int = 0, stop_after_errors: int = 20, budget: float = 600.0):
+                          offset: int = 0, stop_after_errors: int = 20, budget: float = 600.0,
+                          compress: bool = False):
+        """``compress``: offer permessage-deflate as browsers do (aiohttp then sends
+        ``permessage-deflate; client_max_window_bits``, Chrome's offer)."""
         import socketio
 
         sem = asyncio.Semaphore(concurrency)
@@ -381,7 +398,8 @@ class Load(StormLoad):
                     skipped += 1
                     return
                 sio = socketio.AsyncClient(reconnection=False, http_session=self.http,
-                                           handle_sigint=False)
+                                           handle_sigint=False,
+                                           websocket_extra_options={"compress": 15} if compress else {})
                 probe = Probe(sio)
                 sio.on("episode_updated", partial(self.on_update, probe), namespace=NS)
                 sio.on("connect_error", partial(self.on_refused, probe), namespace=NS)
@@ -401,7 +419,12 @@ class Load(StormLoad):
 
         await asyncio.gather(*(one(i) for i in range(count)))
         return {"latencies": latencies, "errors": dict(errors), "skipped": skipped,
-                "alive": self.alive(), "clients": len(self.clients)}
+                "alive": self.alive(), "clients": len(self.clients), "deflate": self.deflated()}
+
+    def deflated(self) -> int:
+        """Connected clients whose websocket negotiated permessage-deflate."""
+        return sum(1 for p in self.clients
+                   if p.sio.connected and getattr(getattr(p.sio.eio, "ws", None), "_compress", 0))
 
     def on_refused(self, probe: Probe, data=None) -> None:
         probe.refusal = (data or {}).get("code") if isinstance(data, dict) else data
@@ -476,7 +499,7 @@ class Load(StormLoad):
                 "samples": self.samples, "payload": payload}
 
     async def cmd_stats(self):
-        return {"clients": len(self.clients), "alive": self.alive(),
+        return {"clients": len(self.clients), "alive": self.alive(), "deflate": self.deflated(),
                 "joined": sum(1 for p in self.clients if p.joined and p.sio.connected)}
 
 
@@ -512,7 +535,7 @@ class LoadPool:
 
     def stats(self) -> dict:
         rs = self.call("stats")
-        return {k: sum(r[k] for r in rs) for k in ("clients", "alive", "joined")}
+        return {k: sum(r[k] for r in rs) for k in ("clients", "alive", "joined", "deflate")}
 
     def close(self) -> None:
         for conn, proc in zip(self.conns, self.procs, strict=True):
@@ -537,6 +560,7 @@ class Bench:
         self.offset = 0
         self.bare_pid = None
         self.payload = None  # one real episode_updated envelope, for the bare server
+        self.compress = False  # clients offer permessage-deflate (the memory phase)
 
     # ---- clients
     def connect(self, n: int, concurrency: int, *, only_first: bool = False, auth: bool = True,
@@ -550,12 +574,14 @@ class Bench:
             self.offset += c
         rs = self.loads.call("connect", per=per, url=self.url, concurrency=concurrency,
                              tokens=self.tokens if auth else None,
-                             stop_after_errors=stop_after_errors, budget=budget)
+                             stop_after_errors=stop_after_errors, budget=budget,
+                             compress=self.compress)
         errors: Counter = Counter()
         for r in rs:
             errors.update(r["errors"])
         return {"latencies": [x for r in rs for x in r["latencies"]], "errors": dict(errors),
-                "skipped": sum(r["skipped"] for r in rs), "alive": sum(r["alive"] for r in rs)}
+                "skipped": sum(r["skipped"] for r in rs), "alive": sum(r["alive"] for r in rs),
+                "deflate": sum(r["deflate"] for r in rs)}
 
     def grow_to(self, target: int, *, auth: bool = True, budget: float = 600.0) -> dict:
         """Connect clients until ``target`` are alive (or an error, the budget, the thread guard)."""
@@ -639,15 +665,17 @@ class Bench:
                 "spread": spreads, "rest": rest, "missing": missing, "payload": payload}
 
     # ---- our server
-    def start_server(self, mode: str, port: int, log: Path):
+    def start_server(self, mode: str, port: int, log: Path, *, traced: bool = False, **extra: str):
         env = dict(self.env, SOCKETIO_ASYNC_MODE=mode, MAX_CONNECTIONS=str(self.args.cap),
-                   HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1", EMBEDDED_WORKER="0")
+                   HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1", EMBEDDED_WORKER="0",
+                   **extra)
         out = open(log, "wb")
-        proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=ROOT, env=env, stdout=out,
+        cmd = ["bench/traced_server.py"] if traced else ["wsgi.py"]
+        proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         import requests
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (240 if traced else 60)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-1500:]}")
@@ -655,6 +683,9 @@ class Bench:
                 if requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).status_code == 200:
                     return proc
             time.sleep(0.2)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave it behind
+        proc.wait(10)
         raise RuntimeError(f"server did not come up: {log.read_text()[-2000:]}")
 
     def start_worker(self, mode: str, n: int):
@@ -1212,6 +1243,205 @@ class Bench:
         return r
 
 
+    # ---- memory per idle connection, as browsers and as plain clients connect
+    def run_memory(self) -> dict:
+        """RSS step per idle connection on /episodes, for each server and each client kind.
+
+        Each (server, clients) pair gets a fresh server: ``--memory-steps`` A,B connects A
+        clients (batches of ``--concurrency`` per load process), waits ``--memory-settle``
+        seconds, reads the server's RSS, connects up to B, waits, reads again:
+        (RSS_B - RSS_A) / (B - A). The issue's method (1,000 → 4,000, 5 s).
+        """
+        args = self.args
+        a, b = args.memory_steps
+        out: dict = {"steps": [a, b], "servers": {}}
+        have_node = (NODE_DIR / "node_modules").exists()
+        servers = [s for s in args.memory_servers if s != "node" or have_node]
+        if "node" in args.memory_servers and "node" not in servers:
+            out["note"] = f"no Node peer: run `npm ci` in {NODE_DIR}"
+        if args.memory_trace:
+            print(f"\n=== memory breakdown: the product under tracemalloc (load {loadavg()})",
+                  flush=True)
+            res = self.memory_once("product", False, a, b, traced=True)
+            out["trace"] = res.get("trace") or res.get("error")
+            print(out["trace"], flush=True)
+        for server in servers:
+            for offers in (True, False):
+                key = "offers" if offers else "plain"
+                print(f"\n=== memory: {server}, clients {'offering' if offers else 'not offering'} "
+                      f"permessage-deflate (load {loadavg()})", flush=True)
+                res = self.memory_once(server, offers, a, b)
+                out["servers"].setdefault(server, {})[key] = res
+                print(f"  {fmt_mem(res)}", flush=True)
+        return out
+
+    def memory_once(self, server: str, offers: bool, a: int, b: int, traced: bool = False) -> dict:
+        port = free_port()
+        log = LOG_DIR / f"memory-{server}-{'offers' if offers else 'plain'}{'-traced' if traced else ''}.log"
+        auth = server.startswith("product")
+        self.url, self.offset, self.compress = f"http://127.0.0.1:{port}", 0, offers
+        trace_out = str(LOG_DIR / f"trace-{server}-{'offers' if offers else 'plain'}")
+        try:
+            if auth:
+                env = dict(kv.split("=", 1) for kv in self.args.memory_env) if server == "product+env" else {}
+                if traced:
+                    env["MEMTRACE_OUT"] = trace_out
+                proc = self.server = self.start_server("eventlet", port, log, traced=traced, **env)
+            else:
+                proc, self.server = start_peer(server, port, log), None
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            return {"error": short_error(exc)}
+        self.bare_pid = proc.pid
+        self.loads = LoadPool(self.args.load_procs)
+        res: dict = {}
+        try:
+            self.connect(10, 1, only_first=True, auth=auth)  # warm-up
+            points = []
+            for target in (a, b):
+                grow = self.grow_to(target, auth=auth, budget=self.args.ramp_budget)
+                if grow["alive"] < target:
+                    raise RuntimeError(f"only {grow['alive']} of {target} connected: {grow['reason']}")
+                time.sleep(self.args.memory_settle)
+                points.append({**proc_status(proc.pid), **self.loads.stats()})
+                if traced:
+                    k = len(points)
+                    os.kill(proc.pid, signal.SIGUSR2)
+                    deadline = time.monotonic() + 300
+                    while not Path(f"{trace_out}.{k}.done").exists():
+                        if time.monotonic() > deadline or proc.poll() is not None:
+                            raise RuntimeError("the traced server wrote no snapshot")
+                        time.sleep(0.2)
+            p0, p1 = points
+            res = {"kb_per_conn": (p1["rss_kb"] - p0["rss_kb"]) / (p1["alive"] - p0["alive"]),
+                   "points": points, "deflate": p1["deflate"], "alive": p1["alive"]}
+            if traced:
+                res["trace"] = trace_report(trace_out, p1["alive"] - p0["alive"],
+                                            p1["rss_kb"] - p0["rss_kb"])
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            res["error"] = short_error(exc)
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # nothing of its shutdown is measured here
+            proc.wait(10)
+            self.loads.close()
+            if auth:
+                self.cleanup_db()
+        return res
+
+
+def start_peer(kind: str, port: int, log: Path) -> subprocess.Popen:
+    """A bare peer server: python-socketio on eventlet, or Node socket.io 4."""
+    import requests
+
+    cmd = ([sys.executable, "-c", BARE_SERVER, str(port)] if kind == "bare"
+           else ["node", str(NODE_DIR / "bare_server.js"), str(port)])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} server exited: {log.read_text()[-1000:]}")
+        with suppress(requests.RequestException):
+            if requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return proc
+        time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # never leave it behind
+    proc.wait(10)
+    raise RuntimeError(f"{kind} server did not come up")
+
+
+AREAS = ("eventlet", "engineio", "flask_socketio", "socketio", "greenlet", "simple_websocket",
+         "werkzeug", "flask", "sqlalchemy", "psycopg", "redis", "kombu", "celery", "app")
+
+
+def area_of(frames) -> str:
+    """The package an allocation belongs to: the innermost frame outside the standard
+    library (``socket.makefile`` called by eventlet.wsgi is eventlet's)."""
+    stdlib = sys.base_prefix
+    for frame in reversed(frames):  # tracemalloc keeps them oldest first
+        name = frame.filename
+        if "site-packages" not in name and not name.startswith(str(ROOT)) and name.startswith(stdlib):
+            continue
+        for area in AREAS:
+            if f"/{area}/" in name or (area == "app" and name.startswith(str(ROOT / "app"))):
+                return area
+        return Path(name).name
+    return f"stdlib {Path(frames[0].filename).name}" if len(frames) else "?"
+
+
+def trace_report(out: str, n: int, rss_kb: int) -> str:
+    """Bytes per added connection: tracemalloc by package and by line, live objects by type."""
+    import tracemalloc
+
+    a = tracemalloc.Snapshot.load(f"{out}.1.snap")
+    b = tracemalloc.Snapshot.load(f"{out}.2.snap")
+    with open(f"{out}.1.json") as f:
+        ja = json.load(f)
+    with open(f"{out}.2.json") as f:
+        jb = json.load(f)
+    traced = (jb["traced"] - ja["traced"]) / n
+    lines = [f"per added connection ({n}): RSS {rss_kb * 1024 / n:,.0f} B; traced by tracemalloc "
+             f"{traced:,.0f} B (the rest: allocator overhead, fragmentation, untraced C memory)"]
+    areas: Counter = Counter()
+    for st in b.compare_to(a, "traceback"):
+        areas[area_of(st.traceback)] += st.size_diff
+    lines.append("  by package: " + ", ".join(f"{k} {v / n:,.0f}" for k, v in areas.most_common(12)))
+    lines.append("  by line (allocation site, innermost frame):")
+    for st in b.compare_to(a, "lineno")[:18]:
+        fr = st.traceback[0]
+        name = fr.filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+        lines.append(f"    {st.size_diff / n:8,.0f} B {st.count_diff / n:6.2f} blocks  {name}:{fr.lineno}")
+    counts = Counter({k: jb["counts"].get(k, 0) - ja["counts"].get(k, 0) for k in jb["counts"]})
+    sizes = {k: jb["sizes"].get(k, 0) - ja["sizes"].get(k, 0) for k in jb["sizes"]}
+    lines.append("  live objects (collector) per connection: " + ", ".join(
+        f"{k} {v / n:.1f} ({sizes.get(k, 0) / n:,.0f} B)" for k, v in counts.most_common(16)))
+    return "\n".join(lines)
+
+
+def fmt_mem(res: dict) -> str:
+    if res.get("error"):
+        return f"failed: {res['error']}"
+    p0, p1 = res["points"]
+    return (f"{res['kb_per_conn']:.1f} KB ({p0['alive']}→{p1['alive']}: "
+            f"{p0['rss_kb'] / 1024:.0f}→{p1['rss_kb'] / 1024:.0f} MB; deflate on {res['deflate']})")
+
+
+MEMORY_NAMES = {"product": "this product (eventlet)", "bare": "bare python-socketio 5 (eventlet)",
+                "node": "bare Node socket.io 4", "product+env": "this product with --memory-env"}
+
+
+def memory_table(mem: dict) -> str:
+    """Servers by rows; clients that offer permessage-deflate and clients that do not."""
+    a, b = mem["steps"]
+    node = mem["servers"].get("node", {})
+    head = ["server", "clients offer permessage-deflate (browsers)", "clients do not"]
+    if node.get("plain", {}).get("kb_per_conn"):
+        head.append("ratio to Node (offer / not)")
+    rows = []
+    for server, res in mem["servers"].items():
+        row = [MEMORY_NAMES.get(server, server), fmt_mem(res.get("offers", {"error": "not run"})),
+               fmt_mem(res.get("plain", {"error": "not run"}))]
+        if len(head) == 4:
+            ratios = []
+            for key in ("offers", "plain"):
+                mine, ref = res.get(key, {}).get("kb_per_conn"), node.get(key, {}).get("kb_per_conn")
+                ratios.append(f"{mine / ref:.1f}×" if mine and ref else "-")
+            row.append(" / ".join(ratios))
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = [f"RSS per idle connection on {NS} (RSS step {a}→{b} clients, read "
+             "after the settle time), one fresh server per cell:",
+             " | ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)),
+             "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    if mem.get("note"):
+        lines.append(mem["note"])
+    if mem.get("trace"):
+        lines += ["", "breakdown of the product (clients not offering, under tracemalloc):", mem["trace"]]
+    return "\n".join(lines)
+
+
 def log_errors(log: Path) -> list[str]:
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     bad = [ln for ln in lines if " ERROR " in ln or "Traceback" in ln or "CRITICAL" in ln]
@@ -1426,11 +1656,28 @@ def parse_args():
     p.add_argument("--storm-timeout", type=float, default=180.0)
     p.add_argument("--storm-only", action="store_true", help="run scenario (b) only")
     p.add_argument("--db", default=DB_NAME, help="the benchmark database (dropped and created)")
+    p.add_argument("--memory-steps", default="1000,4000",
+                   help="memory phase: RSS is read at these two client counts")
+    p.add_argument("--memory-settle", type=float, default=5.0, help="seconds before each RSS read")
+    p.add_argument("--memory-servers", default="product,bare,node",
+                   help="memory phase: product, bare (python-socketio), node (socket.io), "
+                        "product+env (the product with --memory-env)")
+    p.add_argument("--memory-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment of the product+env server, e.g. SOCKETIO_WS_COMPRESSION=1")
+    p.add_argument("--memory-only", action="store_true", help="only the memory phase")
+    p.add_argument("--memory-trace", action="store_true",
+                   help="memory phase: first a breakdown of the product's bytes per connection "
+                        "(tracemalloc, live objects by type; bench/traced_server.py)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory phase")
     p.add_argument("--json", default=str(LOG_DIR / "results.json"))
     p.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's results.json")
     args = p.parse_args()
     args.fanout = [int(x) for x in str(args.fanout).split(",") if x]
     args.modes = [m for m in args.modes.split(",") if m]
+    args.memory_steps = [int(x) for x in args.memory_steps.split(",")]
+    args.memory_servers = [m for m in args.memory_servers.split(",") if m]
+    if set(args.memory_servers) - set(MEMORY_NAMES):
+        p.error(f"--memory-servers: one of {', '.join(MEMORY_NAMES)} (comma-separated; ',' for none)")
     return args
 
 
@@ -1440,6 +1687,8 @@ def reprint(path: str) -> None:
     args = argparse.Namespace(**saved["args"])
     for r in [*saved["results"], *([saved["bare"]] if saved["bare"] else [])]:
         r["fanout"] = {int(k): v for k, v in r.get("fanout", {}).items()}
+    if saved.get("memory"):
+        print(memory_table(saved["memory"]) + "\n")
     print(table(saved["results"], saved["bare"], args))
 
 
@@ -1460,7 +1709,7 @@ def main() -> None:
     bench = Bench(args, env, app, editor_token, tokens)
     started = time.monotonic()
     sizes = sorted({args.latency_clients, *args.fanout})
-    results, bare = [], None
+    results, bare, memory = [], None, None
     if args.storm_clients:
         storm = bench.run_storm()
         storm_bare = None if args.no_bare else bench.run_storm_bare()
@@ -1469,6 +1718,12 @@ def main() -> None:
             json.dump({"args": vars(args), "storm": storm, "bare": storm_bare}, f, default=str)
         if args.storm_only:
             return
+    if not args.no_memory:
+        memory = bench.run_memory()
+        if not args.memory_only:
+            print("\n" + memory_table(memory), flush=True)
+    if args.memory_only:
+        args.modes, args.no_bare = [], True
     for i, mode in enumerate(args.modes):
         results.append(bench.run_mode(mode))
         if i == 0 and not args.no_bare:  # next to the first (default) mode, with its envelope
@@ -1476,12 +1731,13 @@ def main() -> None:
     if bare is None and not args.no_bare:
         bare = bench.run_bare(sizes)
     total = time.monotonic() - started
-    text = table(results, bare, args)
+    text = (memory_table(memory) + "\n\n" if memory else "") + (table(results, bare, args) if results else "")
     print("\n" + text)
     print(f"\ntotal {total:.0f} s; load average at end: {loadavg()}")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     with open(args.json, "w") as f:
-        json.dump({"args": vars(args), "results": results, "bare": bare}, f, default=str)
+        json.dump({"args": vars(args), "results": results, "bare": bare, "memory": memory}, f,
+                  default=str)
     print(f"raw figures: {args.json}; logs: {LOG_DIR}")
 
 
