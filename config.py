@@ -61,7 +61,9 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS: dict = {
         "pool_size": _int("DB_POOL_SIZE", 10),
         "max_overflow": _int("DB_MAX_OVERFLOW", 30),
-        "pool_timeout": 10,
+        # Bounded: a request or socket event waits at most this long for a connection, then
+        # fails cleanly (REST 503, socket ack {"ok": false}) instead of stalling.
+        "pool_timeout": _float("DB_POOL_TIMEOUT", 5.0),
     }
     DB_PING_IDLE_SECONDS = _float("DB_PING_IDLE_SECONDS", 10.0)
     REDIS_URL = os.environ.get("REDIS_URL") or None
@@ -130,7 +132,21 @@ class Config:
     # after a ping is dropped (python-engineio's defaults).
     SOCKETIO_PING_INTERVAL = max(1, _int("SOCKETIO_PING_INTERVAL", 25))
     SOCKETIO_PING_TIMEOUT = max(1, _int("SOCKETIO_PING_TIMEOUT", 20))
-    PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
+    # Presence (app/services/presence.py): a socket's entry lives this long unless a
+    # heartbeat or its web process's refresh (every third of it, at most 10 s) pushes it on;
+    # a process killed without a goodbye loses its sockets' presence within it.
+    PRESENCE_STALE_SECONDS = _float("PRESENCE_STALE_SECONDS", 30.0)
+    # Sockets one user may hold across every web process (not per IP: offices share one).
+    MAX_SOCKETS_PER_USER = _int("MAX_SOCKETS_PER_USER", 50)
+    # Joins and leaves of a room are collected this long and sent as one flush.
+    VIEWER_COALESCE_MS = _int("VIEWER_COALESCE_MS", 150)
+    # Above this many viewers a room gets viewers_changed (count + first page) instead of
+    # one viewer_joined / viewer_left per user.
+    VIEWERS_BIG_ROOM = _int("VIEWERS_BIG_ROOM", 50)
+    VIEWERS_PAGE_SIZE = _int("VIEWERS_PAGE_SIZE", 50)
+    # Per-connection token buckets for client events: "event=burst/per_second,...".
+    SOCKET_EVENT_LIMITS = os.environ.get(
+        "SOCKET_EVENT_LIMITS", "join=20/5,subscribe=20/5,set_status=5/1,heartbeat=5/1")
 
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"

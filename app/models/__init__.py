@@ -3,10 +3,10 @@ from app.models.base import JSONType, TimestampMixin, UTCDateTime, isoformat, ut
 from app.models.core import Episode, File, Job, RevokedToken, User
 from app.models.events import ActivityLog, DomainEvent
 from app.models.notifications import Notification, NotificationPreference
-from app.models.presence import PresenceSocket, UserPresence
+from app.models.presence import UserPresence
 
 __all__ = [
     "ActivityLog", "DomainEvent", "Episode", "File", "JSONType", "Job", "Notification",
-    "NotificationPreference", "PresenceSocket", "RevokedToken", "TimestampMixin", "User",
+    "NotificationPreference", "RevokedToken", "TimestampMixin", "User",
     "UTCDateTime", "UserPresence", "isoformat", "utcnow",
 ]
