@@ -67,6 +67,10 @@ class Config:
     }
     DB_PING_IDLE_SECONDS = _float("DB_PING_IDLE_SECONDS", 10.0)
     REDIS_URL = os.environ.get("REDIS_URL") or None
+    # The app's Redis client pool (auth cache, presence, delivery flags): at most this many
+    # connections per process; a caller waits up to the timeout for a free one.
+    REDIS_POOL_SIZE = _int("REDIS_POOL_SIZE", 64)
+    REDIS_POOL_TIMEOUT = _float("REDIS_POOL_TIMEOUT", 5.0)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_SECONDS", 15 * 60))

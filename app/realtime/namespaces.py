@@ -37,7 +37,10 @@ REPLAY_LIMIT = 1000
 
 
 def _refuse(code: str, message: str) -> ConnectionRefusedError:
-    return ConnectionRefusedError({"code": code, "message": message})
+    """A refusal the client can read: Socket.IO's ``connect_error`` carries
+    ``{"message": message, "data": {"code", "message"}}`` (``err.data.code`` in socket.io-client).
+    A single dict argument would reach the client as its ``str()``."""
+    return ConnectionRefusedError(message, {"code": code, "message": message})
 
 
 def _error(exc: DomainError) -> dict:
