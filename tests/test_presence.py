@@ -183,3 +183,10 @@ def test_join_that_cannot_be_served_gets_an_error_ack(app, client, viewer, episo
     assert ack == {"ok": False, "error": {"code": "unavailable", "message": "Try again shortly",
                                           "details": {}}}
     assert _join(tab, episode["id"])["ok"]
+
+
+def test_openapi_description_documents_the_presence_events(client):
+    info = client.get("/api/v1/openapi.json").json["info"]
+    for name in ("viewers_changed", "VIEWERS_BIG_ROOM", "too_many_user_connections",
+                 "rate_limited", "Invisible users"):
+        assert name in info["description"]

@@ -13,6 +13,44 @@ from app.services import presence as presence_service
 
 blp = Blueprint("presence", __name__, description="Presence")
 
+PRESENCE_EVENTS_DOC = """
+## Socket.IO presence (issue 12)
+
+Presence is ephemeral (sockets with a TTL of `PRESENCE_STALE_SECONDS`, in Redis or process
+memory). Its events do not go through the outbox: their envelope has `"id": null` and they
+are never replayed; a (re)connecting client reads the current state from the `join` ack,
+`GET /episodes/{id}` (`viewers`) or `GET /presence/...`.
+
+- `/episodes` `join {episode_id}` ack: `{"ok": true, "viewers": [{id, name}] (first 200 by id),
+  "viewer_count"}`; refused: `{"ok": false, "error": {"code", "message", "details"}}` with code
+  `validation_error`, `not_found`, `rate_limited` (details `{event, retry_after}`) or
+  `unavailable` (try again).
+- Viewer events per room, coalesced over `VIEWER_COALESCE_MS` (net change per user: a user is
+  announced once however many tabs they have; a join and a leave in one window cancel):
+  rooms of at most `VIEWERS_BIG_ROOM` viewers get `viewer_joined` / `viewer_left`
+  `{episode_id, resource_type, resource_id, user: {id, name}}`; bigger rooms get one
+  `viewers_changed` `{episode_id, resource_type, resource_id, count, viewers (first
+  VIEWERS_PAGE_SIZE by id), joins, leaves (at most a page each), joins_count, leaves_count}`
+  per window instead. Treat `viewers_changed` as a snapshot (count + first page).
+- `presence_changed` on `/feed` `{user_id, name, status, message, last_activity_at}`,
+  coalesced per user per window (the last state wins).
+- Invisible users (chosen status `offline`) are never shown to others: not as viewers, not
+  in counts, `GET /presence/online` or stats; to others they look offline with no message,
+  last activity or viewing.
+- Client events `join`, `subscribe`, `set_status`, `heartbeat` are rate limited per
+  connection (`SOCKET_EVENT_LIMITS`); over the limit the ack is `rate_limited`.
+- Connect refusals arrive as `connect_error` `{"message", "data": {"code", "message"}}`; codes
+  include `too_many_connections` (per web process) and `too_many_user_connections`
+  (`MAX_SOCKETS_PER_USER` sockets of one user across every process).
+"""
+
+
+def describe_realtime(spec) -> None:
+    """Add the Socket.IO presence contract to the OpenAPI description (info.description)."""
+    info = spec.options.setdefault("info", {})
+    if PRESENCE_EVENTS_DOC not in info.get("description", ""):
+        info["description"] = info.get("description", "") + PRESENCE_EVENTS_DOC
+
 
 class StatusSchema(StrictSchema):
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
