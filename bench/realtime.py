@@ -3,6 +3,7 @@
     .venv/bin/python bench/realtime.py [--modes eventlet,gevent,threading]
         [--latency-clients 1000] [--fanout 1000,5000] [--max-connections 10000]
         [--updates 50] [--fanout-updates 10] [--load-procs 2] [--no-bare]
+        [--storm 5000 [--storm-only]] [--db-name ec_bench_realtime]
 
 Against the production server (``python wsgi.py``, one process per SOCKETIO_ASYNC_MODE,
 EMBEDDED_WORKER=0) on a fresh PostgreSQL database ``ec_bench_realtime``, Redis db 10 and a
@@ -29,6 +30,14 @@ For every server mode, in order:
    first: their RSS growth is the memory per idle connection);
 4. more clients are connected until a refusal or error, ``--max-connections``, the time
    budget or the server-thread guard (threading mode) stops the ramp.
+Storm, scenario (a) of issue 12 (``--storm N [--storm-only]``): N clients over N/10 users
+connect to /episodes with every connect in flight at once (``--load-procs`` loops), then
+every client sends ``join`` at once; then ``--storm-updates`` PATCHes, each of which must
+reach every joined client. Against our server (eventlet, a real worker) and then the bare
+server, same clients, same run; the table gives clients connected and joined, connect and
+join-ack p50/p99, the time until all joined, events reached, and the connect p50 ratio.
+On a shared machine: ``BENCH_REDIS=redis://127.0.0.1:<your port>`` and ``--db-name``.
+
 Then the same fan-out against a bare python-socketio server (eventlet, no auth, no
 database, an HTTP POST emits to the room) with the same clients and the same envelope,
 and our fan-out time as a ratio to it.

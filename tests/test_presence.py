@@ -134,6 +134,12 @@ def test_per_user_socket_cap_is_refused_with_its_code(app, client, viewer, edito
     assert all(t.is_connected("/feed") for t in tabs)
     refused = connect(app, client, viewer, "/feed")
     assert not refused.is_connected("/feed")
+    with app.app_context():
+        from app.services.presence_store import get_store
+
+        mine = get_store().sockets_of(viewer.id)
+        assert [s["namespace"] for s in mine] == ["/feed", "/feed"]
+        assert {s["user_id"] for s in mine} == {viewer.id}
     # Another user is not affected (the cap is per user, not per address).
     assert connect(app, client, editor, "/feed").is_connected("/feed")
     tabs[0].disconnect(namespace="/feed")

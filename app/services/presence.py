@@ -81,6 +81,8 @@ def announce_removed(removed: list[Removed]) -> None:
         return
     store = get_store()
     names = store.names_of(sorted({r.user_id for r in removed}))
+    offline = sorted({r.user_id for r in removed if r.went_offline})
+    last_seen = store.last_activity(offline)
     events = presence_events()
     for r in removed:
         name = names.get(r.user_id) or ""
@@ -88,7 +90,7 @@ def announce_removed(removed: list[Removed]) -> None:
             events.viewer(r.resource, r.user_id, name, joined=False)
         if r.went_offline:
             events.presence_changed(presence_payload(
-                r.user_id, name, "offline", None, store.last_activity([r.user_id]).get(r.user_id)))
+                r.user_id, name, "offline", None, last_seen.get(r.user_id)))
 
 
 def sockets_gone(sids: list[str]) -> int:

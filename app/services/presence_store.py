@@ -348,13 +348,23 @@ class RedisPresenceStore:
     def counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.r.hgetall(self.p + "cnt").items()}
 
-    def socket(self, sid: str) -> dict | None:
-        value = self.r.hget(self.p + "socks", sid)
-        if not value:
-            return None
+    def sockets_of(self, user_id: int) -> list[dict]:
+        """Every socket of the user on any web process (e.g. to end a session's sockets)."""
+        sids = sorted(self.r.smembers(f"{self.p}us:{user_id}"))
+        if not sids:
+            return []
+        values = self.r.hmget(self.p + "socks", sids)
+        return [self._entry(sid, v) for sid, v in zip(sids, values, strict=True) if v]
+
+    @staticmethod
+    def _entry(sid: str, value: str) -> dict:
         uid, namespace, server, resource = value.split("\t")
         return {"sid": sid, "user_id": int(uid), "namespace": namespace, "server_id": server,
                 "resource": resource}
+
+    def socket(self, sid: str) -> dict | None:
+        value = self.r.hget(self.p + "socks", sid)
+        return self._entry(sid, value) if value else None
 
 
 class MemoryPresenceStore:
@@ -536,6 +546,11 @@ class MemoryPresenceStore:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self.cnt)
+
+    def sockets_of(self, user_id: int) -> list[dict]:
+        with self._lock:
+            sids = sorted(self.user_sids.get(user_id, ()))
+        return [s for s in map(self.socket, sids) if s is not None]
 
     def socket(self, sid: str) -> dict | None:
         entry = self.socks.get(sid)
