@@ -196,3 +196,24 @@ def test_openapi_description_documents_the_presence_events(client):
     for name in ("viewers_changed", "VIEWERS_BIG_ROOM", "too_many_user_connections",
                  "rate_limited", "Invisible users"):
         assert name in info["description"]
+
+
+def test_a_socket_the_server_no_longer_holds_is_dropped_by_the_refresh(app, client, viewer):
+    """A client gone while its connect handler ran gets no disconnect call: the refresh
+    round drops its registry entry and its presence instead of refreshing it for ever."""
+    from datetime import timedelta
+
+    from app.realtime import connections
+    from app.services import presence
+
+    live = connect(app, client, viewer, "/feed")
+    assert live.is_connected("/feed")
+    with app.app_context():
+        ghost = connections.add("ghost-sid", viewer.id, "/feed", cap=100, name=viewer.name)
+        ghost.connected_at -= timedelta(minutes=5)
+        assert presence.socket_connected(sid="ghost-sid", user_id=viewer.id, name=viewer.name,
+                                         namespace="/feed", server_id=connections.SERVER_ID)
+        assert presence.stats()["connections"] == 2
+        kept = connections.live_connections()
+        assert "ghost-sid" not in {c.sid for c in kept} and connections.get("ghost-sid") is None
+        assert presence.stats()["connections"] == 1

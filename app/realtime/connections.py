@@ -158,6 +158,29 @@ def reregister(conn: Connection) -> None:
                       resource_type=conn.resource[0], resource_id=conn.resource[1])
 
 
+def live_connections(grace_seconds: float = 30.0) -> list[Connection]:
+    """This process's registered sockets that the Socket.IO server still holds.
+
+    A client that vanished while its connect handler ran never gets a disconnect handler
+    call: its registry entry would be refreshed for ever. Entries older than the grace and
+    unknown to the server are dropped here (and leave presence)."""
+    from app.services import presence
+
+    manager = socketio.server.manager
+    cutoff = utcnow().timestamp() - grace_seconds
+    live, gone = [], []
+    for conn in all_connections():
+        if manager.is_connected(conn.sid, conn.namespace) or conn.connected_at.timestamp() > cutoff:
+            live.append(conn)
+        else:
+            gone.append(conn)
+    for conn in gone:
+        remove(conn.sid)
+    if gone:
+        presence.sockets_gone([c.sid for c in gone])
+    return live
+
+
 def refresh_loop(app, interval: float) -> None:
     """Keep this process's sockets alive in the presence store, pop the expired ones of
     dead processes, and write last activities (``presence.refresh_and_expire``)."""
@@ -167,6 +190,6 @@ def refresh_loop(app, interval: float) -> None:
         socketio.sleep(interval)
         try:
             with app.app_context():
-                presence.refresh_and_expire(all_connections(), reconnect=reregister)
+                presence.refresh_and_expire(live_connections(), reconnect=reregister)
         except Exception as exc:  # noqa: BLE001 - try again next round
             log.warning("presence refresh failed: %s", exc)
