@@ -301,8 +301,7 @@ def refresh_and_expire(local: list, *, reconnect) -> dict:
     for sid in missing:
         if sid in by_sid:
             reconnect(by_sid[sid])
-    expired = store.pop_expired(now)
-    announce_removed(expired)
+    expired = _pop_all_expired(store, now)
     flushed = flush_activity()
     return {"refreshed": len(local) - len(missing), "reregistered": len(missing),
             "expired": len(expired), "activity_rows": flushed}
@@ -310,7 +309,19 @@ def refresh_and_expire(local: list, *, reconnect) -> dict:
 
 def sweep_expired() -> int:
     """Beat's safety net when no web process runs the loop: pop and announce expired sockets."""
-    removed = get_store().pop_expired(_now())
-    announce_removed(removed)
+    removed = _pop_all_expired(get_store(), _now())
     presence_events().flush()
     return len(removed)
+
+
+def _pop_all_expired(store, now: float, batch: int = 1000) -> list[Removed]:
+    """Pop expired sockets a batch per script call (each call short, so Redis is never
+    blocked long), until none is left; announce them."""
+    removed: list[Removed] = []
+    for _ in range(100):
+        got = store.pop_expired(now, batch)
+        announce_removed(got)
+        removed += got
+        if len(got) < batch:
+            break
+    return removed
