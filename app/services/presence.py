@@ -63,11 +63,15 @@ def chosen_status(user_id: int) -> tuple[str, str | None]:
 
 def socket_connected(*, sid: str, user_id: int, name: str, namespace: str, server_id: str) -> bool:
     """A socket came up. False when the user already holds ``MAX_SOCKETS_PER_USER``."""
-    status, message = chosen_status(user_id)
     store, now = get_store(), _now()
-    ok, shown = store.connect(sid=sid, user_id=user_id, name=name, namespace=namespace,
-                              server_id=server_id, expires_at=now + _ttl(),
-                              cap=current_app.config["MAX_SOCKETS_PER_USER"], now=now)
+    ok, shown, cached = store.connect(sid=sid, user_id=user_id, name=name, namespace=namespace,
+                                      server_id=server_id, expires_at=now + _ttl(),
+                                      cap=current_app.config["MAX_SOCKETS_PER_USER"], now=now)
+    # The chosen status comes back from the connect itself; only the first connect of a
+    # user the store has not seen reads it from PostgreSQL. (A socket views nothing yet
+    # at connect, so visibility only decides whether "came online" is announced.)
+    status, message = cached if cached is not None else chosen_status(user_id)
+    shown = shown and status != INVISIBLE
     if ok:
         _active(user_id, now)
         if shown:
@@ -107,11 +111,12 @@ def socket_disconnected(sid: str) -> bool:
 def view(*, sid: str, user_id: int, name: str, resource_type: str, resource_id: int) -> dict | None:
     """This socket now views the resource (one per socket; the previous one is left).
 
-    Returns ``{"viewers": first page, "viewer_count"}``; None for an unknown socket.
+    Returns ``{"viewers": the first VIEWERS_PAGE_SIZE by id, "viewer_count"}`` from the
+    same script call; None for an unknown socket.
     """
     store, now = get_store(), _now()
     resource = resource_key(resource_type, resource_id)
-    got = store.view(sid, resource, now=now)
+    got = store.view(sid, resource, now=now, page=current_app.config["VIEWERS_PAGE_SIZE"])
     if got is None:
         return None
     _active(user_id, now)
@@ -120,8 +125,7 @@ def view(*, sid: str, user_id: int, name: str, resource_type: str, resource_id: 
         events.viewer(got.previous, user_id, name, joined=False)
     if got.joined:
         events.viewer(resource, user_id, name, joined=True)
-    count, viewers = store.viewers(resource, VIEWERS_LIMIT)
-    return {"viewers": viewers, "viewer_count": count}
+    return {"viewers": got.first_page, "viewer_count": got.count}
 
 
 def unview(*, sid: str, user_id: int, name: str, resource_type: str, resource_id: int) -> bool:

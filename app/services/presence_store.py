@@ -53,6 +53,7 @@ class Viewed:
     left_previous: bool
     joined: bool
     count: int
+    first_page: list  # [{"id", "name"}] of the new resource's visible viewers, by id
 
 
 def resource_key(resource_type: str, resource_id: int) -> str:
@@ -118,7 +119,7 @@ if cap > 0 and redis.call('SISMEMBER', key, sid) == 0 then
     local exp = redis.call('ZSCORE', P..'exp', other)
     if exp and tonumber(exp) >= now then live = live + 1 end
   end
-  if live >= cap then return {-1, 0} end
+  if live >= cap then return {-1, 0, false, false} end
 end
 if redis.call('HEXISTS', P..'socks', sid) == 1 then remove(sid) end
 redis.call('HSET', P..'socks', sid, uid..'\t'..ARGV[5]..'\t'..ARGV[6]..'\t')
@@ -129,10 +130,11 @@ redis.call('HSET', P..'act', uid, ARGV[9])
 redis.call('HINCRBY', P..'cnt', 'ns:'..ARGV[5], 1)
 local shown = 0
 if redis.call('SADD', P..'online', uid) == 1 and visible(uid) then shown = 1 end
-return {1, shown}
+return {1, shown, redis.call('HGET', P..'chosen', uid), redis.call('HGET', P..'msg', uid)}
 """
 
-# ARGV: prefix, sid, new resource ("" = none), now, expected current ("" = any)
+# ARGV: prefix, sid, new resource ("" = none), now, expected current ("" = any), page size
+# → {uid, previous, left previous, joined, count, id1, name1, ...} (the first page)
 _LUA_VIEW = _LUA_PRELUDE + r"""
 local sid, res, expect = ARGV[2], ARGV[3], ARGV[5]
 local v = redis.call('HGET', P..'socks', sid)
@@ -146,9 +148,16 @@ if old ~= res then
   redis.call('HSET', P..'socks', sid, uid..'\t'..ns..'\t'..server..'\t'..res)
 end
 redis.call('HSET', P..'act', uid, ARGV[4])
-local count = 0
-if res ~= '' then count = redis.call('ZCARD', P..'vz:'..res) end
-return {uid, old, left, joined, count}
+local out = {uid, old, left, joined, 0}
+if res ~= '' then
+  out[5] = redis.call('ZCARD', P..'vz:'..res)
+  for _, m in ipairs(redis.call('ZRANGE', P..'vz:'..res, 0, tonumber(ARGV[6]) - 1)) do
+    local id = tostring(tonumber(m))
+    table.insert(out, id)
+    table.insert(out, redis.call('HGET', P..'names', id) or '')
+  end
+end
+return out
 """
 
 # ARGV: prefix, sids...
@@ -267,17 +276,20 @@ class RedisPresenceStore:
         return dict(zip(user_ids, self.r.hmget(self.p + "names", user_ids), strict=True))
 
     def connect(self, *, sid: str, user_id: int, name: str, namespace: str, server_id: str,
-                expires_at: float, cap: int, now: float) -> tuple[bool, bool]:
-        ok, shown = self._run("connect", sid, user_id, name, namespace, server_id,
-                              repr(expires_at), cap, repr(now))
-        return int(ok) == 1, bool(int(shown))
+                expires_at: float, cap: int, now: float) -> tuple[bool, bool, tuple | None]:
+        """(accepted, the user came online visibly, cached (chosen, message) or None)."""
+        ok, shown, chosen, message = self._run("connect", sid, user_id, name, namespace,
+                                               server_id, repr(expires_at), cap, repr(now))
+        return int(ok) == 1, bool(int(shown)), (chosen, message or None) if chosen else None
 
-    def view(self, sid: str, resource: str, *, now: float, expect: str = "") -> Viewed | None:
-        got = self._run("view", sid, resource, repr(now), expect)
+    def view(self, sid: str, resource: str, *, now: float, expect: str = "",
+             page: int = 0) -> Viewed | None:
+        got = self._run("view", sid, resource, repr(now), expect, page)
         if not got:
             return None
-        uid, old, left, joined, count = got
-        return Viewed(int(uid), old or "", bool(int(left)), bool(int(joined)), int(count))
+        uid, old, left, joined, count, *pairs = got
+        return Viewed(int(uid), old or "", bool(int(left)), bool(int(joined)), int(count),
+                      [{"id": int(pairs[i]), "name": pairs[i + 1]} for i in range(0, len(pairs), 2)])
 
     def disconnect(self, sids: list[str]) -> list[Removed]:
         out: list[Removed] = []
@@ -448,12 +460,12 @@ class MemoryPresenceStore:
         return {uid: self.names.get(uid, "") for uid in user_ids}
 
     def connect(self, *, sid: str, user_id: int, name: str, namespace: str, server_id: str,
-                expires_at: float, cap: int, now: float) -> tuple[bool, bool]:
+                expires_at: float, cap: int, now: float) -> tuple[bool, bool, tuple | None]:
         with self._lock:
             sids = self.user_sids.get(user_id, set())
             if cap > 0 and sid not in sids and sum(
                     1 for s in sids if self.exp.get(s, 0) >= now) >= cap:
-                return False, False
+                return False, False, None
             if sid in self.socks:
                 self._remove(sid)
             first = user_id not in self.user_sids
@@ -463,9 +475,12 @@ class MemoryPresenceStore:
             self.names[user_id] = name
             self.act[user_id] = now
             self._bump(f"ns:{namespace}", 1)
-            return True, first and self._visible(user_id)
+            chosen = self.chosen.get(user_id)
+            return (True, first and self._visible(user_id),
+                    (chosen, self.messages.get(user_id)) if chosen else None)
 
-    def view(self, sid: str, resource: str, *, now: float, expect: str = "") -> Viewed | None:
+    def view(self, sid: str, resource: str, *, now: float, expect: str = "",
+             page: int = 0) -> Viewed | None:
         with self._lock:
             entry = self.socks.get(sid)
             if entry is None or (expect and entry[3] != expect):
@@ -477,8 +492,9 @@ class MemoryPresenceStore:
                 joined = self._join(uid, resource) if resource else False
                 entry[3] = resource
             self.act[uid] = now
-            count = len(self.visible_viewers.get(resource, ())) if resource else 0
-            return Viewed(uid, old, left, joined, count)
+            ids = sorted(self.visible_viewers.get(resource, ())) if resource else []
+            return Viewed(uid, old, left, joined, len(ids),
+                          [{"id": i, "name": self.names.get(i, "")} for i in ids[:page]])
 
     def disconnect(self, sids: list[str]) -> list[Removed]:
         with self._lock:
