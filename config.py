@@ -148,6 +148,10 @@ class Config:
     # one viewer_joined / viewer_left per user.
     VIEWERS_BIG_ROOM = _int("VIEWERS_BIG_ROOM", 50)
     VIEWERS_PAGE_SIZE = _int("VIEWERS_PAGE_SIZE", 50)
+    # Socket handlers doing database/Redis work at once per web process (a storm queues in
+    # memory instead of exhausting the pools), and how long one may wait for a slot.
+    SOCKET_IO_CONCURRENCY = _int("SOCKET_IO_CONCURRENCY", 32)
+    SOCKET_IO_WAIT_SECONDS = _float("SOCKET_IO_WAIT_SECONDS", 30.0)
     # Per-connection token buckets for client events: "event=burst/per_second,...".
     SOCKET_EVENT_LIMITS = os.environ.get(
         "SOCKET_EVENT_LIMITS", "join=20/5,subscribe=20/5,set_status=5/1,heartbeat=5/1")

@@ -22,7 +22,8 @@ are never replayed; a (re)connecting client reads the current state from the `jo
 `GET /episodes/{id}` (`viewers`) or `GET /presence/...`.
 
 - `/episodes` `join {episode_id}` ack: `{"ok": true, "viewers": [{id, name}] (the first
-  VIEWERS_PAGE_SIZE by id), "viewer_count"}`; refused: `{"ok": false, "error": {"code", "message", "details"}}` with code
+  VIEWERS_PAGE_SIZE by id), "viewer_count"}`; refused:
+  `{"ok": false, "error": {"code", "message", "details"}}` with code
   `validation_error`, `not_found`, `rate_limited` (details `{event, retry_after}`) or
   `unavailable` (try again).
 - Viewer events per room, coalesced over `VIEWER_COALESCE_MS` (net change per user: a user is

@@ -5,7 +5,9 @@ Handlers are thin: authenticate, authorize, call a service function, answer.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from contextlib import contextmanager
 
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
@@ -70,6 +72,39 @@ def event_limits(config) -> dict[str, tuple[float, float]]:
     return _limits_cache[raw]
 
 
+class Busy(Exception):
+    """No I/O slot free within SOCKET_IO_WAIT_SECONDS: the event is answered "unavailable"."""
+
+
+_gate: threading.BoundedSemaphore | None = None
+_gate_size = 0
+
+
+@contextmanager
+def io_slot():
+    """Admission control for socket handlers' database and Redis work.
+
+    A storm (thousands of connects or joins at once, one green thread each) would otherwise
+    ask the database pool and the Redis pool for thousands of connections at once: the
+    pools' bounded waits run out and most of the storm fails. At most
+    ``SOCKET_IO_CONCURRENCY`` handlers do I/O at a time; the others wait here, in memory,
+    up to ``SOCKET_IO_WAIT_SECONDS`` (then the event gets ``unavailable``), and none holds a
+    pooled connection while waiting. The first connects of a user fill the auth and status
+    caches, so the ones queued behind them read no database row.
+    """
+    global _gate, _gate_size
+    size = max(1, current_app.config.get("SOCKET_IO_CONCURRENCY", 32))
+    if _gate is None or _gate_size != size:
+        _gate, _gate_size = threading.BoundedSemaphore(size), size
+    gate = _gate
+    if not gate.acquire(timeout=current_app.config.get("SOCKET_IO_WAIT_SECONDS", 30.0)):
+        raise Busy("no I/O slot free")
+    try:
+        yield
+    finally:
+        gate.release()
+
+
 _episodes_seen: dict[int, float] = {}
 EPISODE_CACHE_SECONDS = 5.0
 
@@ -107,10 +142,11 @@ class AuthenticatedNamespace(Namespace):
         if not token:
             raise _refuse("unauthorized", "An access token is required in auth.token")
         try:
-            user = load_user_from_token(token)
-            if user is not None:
-                user_id, name, role, is_admin = user.id, user.name, user.role, user.is_admin
-            db.session.close()  # no connection held across the presence store's round trips
+            with io_slot():
+                user = load_user_from_token(token)
+                if user is not None:
+                    user_id, name, role, is_admin = user.id, user.name, user.role, user.is_admin
+                db.session.close()  # no connection held across the store's round trips
         except Exception as exc:  # noqa: BLE001 - database trouble: refuse, no traceback
             db.session.rollback()
             log.warning("connect refused, auth unavailable: %s", exc)
@@ -124,9 +160,10 @@ class AuthenticatedNamespace(Namespace):
         if connections.add(sid, user_id, self.namespace, cap=cap, name=name, role=role) is None:
             raise _refuse("too_many_connections", f"The server holds its maximum of {cap} connections")
         try:
-            accepted = presence.socket_connected(sid=sid, user_id=user_id, name=name,
-                                                 namespace=self.namespace,
-                                                 server_id=connections.SERVER_ID)
+            with io_slot():
+                accepted = presence.socket_connected(sid=sid, user_id=user_id, name=name,
+                                                     namespace=self.namespace,
+                                                     server_id=connections.SERVER_ID)
         except Exception as exc:  # noqa: BLE001 - presence store trouble: refuse, keep no trace
             connections.remove(sid)
             log.warning("connect refused, presence unavailable: %s", exc)
@@ -190,7 +227,8 @@ class AuthenticatedNamespace(Namespace):
         sid = request.sid
         if connections.remove(sid) is not None:
             try:
-                presence.socket_disconnected(sid)
+                with io_slot():
+                    presence.socket_disconnected(sid)
             except Exception as exc:  # noqa: BLE001 - its entry expires by TTL instead
                 log.warning("presence on disconnect failed: %s", exc)
 
@@ -260,11 +298,12 @@ class EpisodesNamespace(AuthenticatedNamespace):
         if episode_id is None:
             return _ack_error("validation_error", "episode_id is required")
         try:
-            if not episode_exists(episode_id):
-                return _ack_error("not_found", "Episode not found")
-            join_room(episode_room(episode_id))
-            got = presence.view(sid=request.sid, user_id=conn.user_id, name=conn.name,
-                                resource_type="episode", resource_id=episode_id)
+            with io_slot():
+                if not episode_exists(episode_id):
+                    return _ack_error("not_found", "Episode not found")
+                join_room(episode_room(episode_id))
+                got = presence.view(sid=request.sid, user_id=conn.user_id, name=conn.name,
+                                    resource_type="episode", resource_id=episode_id)
         except Exception as exc:  # noqa: BLE001 - database or store trouble: a clear ack
             db.session.rollback()
             log.warning("join failed: %s", exc)
