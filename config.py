@@ -148,6 +148,8 @@ class Config:
     # one viewer_joined / viewer_left per user.
     VIEWERS_BIG_ROOM = _int("VIEWERS_BIG_ROOM", 50)
     VIEWERS_PAGE_SIZE = _int("VIEWERS_PAGE_SIZE", 50)
+    # A big room gets at most one viewers_changed per this interval (each reaches everyone).
+    VIEWERS_BIG_ROOM_INTERVAL_MS = _int("VIEWERS_BIG_ROOM_INTERVAL_MS", 1000)
     # Socket handlers doing database/Redis work at once per web process (a storm queues in
     # memory instead of exhausting the pools), and how long one may wait for a slot.
     SOCKET_IO_CONCURRENCY = _int("SOCKET_IO_CONCURRENCY", 32)

@@ -53,7 +53,8 @@ def data_ids(data):
 
 def test_big_room_gets_count_and_first_page_instead_of_per_join_events(app, client, factory, editor,
                                                                         episode):
-    app.config.update(VIEWERS_BIG_ROOM=3, VIEWERS_PAGE_SIZE=2, VIEWER_COALESCE_MS=300)
+    app.config.update(VIEWERS_BIG_ROOM=3, VIEWERS_PAGE_SIZE=2, VIEWER_COALESCE_MS=300,
+                      VIEWERS_BIG_ROOM_INTERVAL_MS=0)
     watcher = connect(app, client, editor, "/episodes")
     _join(watcher, episode["id"])
     _received(watcher, "/episodes")
@@ -223,3 +224,22 @@ def test_a_socket_the_server_no_longer_holds_is_dropped_by_the_refresh(app, clie
         kept = connections.live_connections()
         assert "ghost-sid" not in {c.sid for c in kept} and connections.get("ghost-sid") is None
         assert presence.stats()["connections"] == 1
+
+
+def test_a_big_room_hears_viewers_changed_at_most_once_per_interval(app, client, factory, editor,
+                                                                   episode):
+    """Each viewers_changed reaches every socket of the room: joins that keep coming are
+    held and merged into the next one, one interval later, never lost."""
+    app.config.update(VIEWERS_BIG_ROOM=1, VIEWER_COALESCE_MS=50, VIEWERS_BIG_ROOM_INTERVAL_MS=4000)
+    watcher = connect(app, client, editor, "/episodes")
+    _join(watcher, episode["id"])
+    _join(connect(app, client, factory.user("viewer"), "/episodes"), episode["id"])
+    [first] = wait_events(watcher, "/episodes", "viewers_changed")
+    assert first["data"]["count"] == 2
+    late = [factory.user("viewer") for _ in range(3)]
+    for user in late:  # three more windows' worth of joins within the interval
+        _join(connect(app, client, user, "/episodes"), episode["id"])
+        time.sleep(0.1)
+    [merged] = wait_events(watcher, "/episodes", "viewers_changed", timeout=10)
+    assert merged["data"]["count"] == 5  # one message for the three windows
+    assert sorted(v["id"] for v in merged["data"]["joins"]) == sorted(u.id for u in late)

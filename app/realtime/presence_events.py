@@ -13,7 +13,9 @@ and left within the window is not mentioned):
 - a room of at most ``VIEWERS_BIG_ROOM`` visible viewers: ``viewer_joined`` /
   ``viewer_left``, one per user that came or went (the contract's events);
 - a bigger room: one ``viewers_changed`` ``{resource_type, resource_id, episode_id, count,
-  viewers (first page), joins, leaves (at most a page each), joins_count, leaves_count}``.
+  viewers (first page), joins, leaves (at most a page each), joins_count, leaves_count}``,
+  at most once per ``VIEWERS_BIG_ROOM_INTERVAL_MS`` (1 s) per room: each one goes to every
+  socket of the room, so a room of 5,000 filling up must not get one every 150 ms.
 
 ``presence_changed`` (on /feed ``all``) is coalesced per user in the same window: the last
 state wins. Every message also goes to /admin ``admins`` (admins hear every event).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
+from time import monotonic
 
 from flask import Flask
 
@@ -44,6 +47,7 @@ class PresenceEvents:
         self._names: dict[int, str] = {}
         self._presence: dict[int, dict] = {}  # user_id → latest presence_changed payload
         self._scheduled = False
+        self._big_sent: dict[str, float] = {}  # resource → when its last viewers_changed went
 
     @property
     def window(self) -> float:
@@ -84,6 +88,20 @@ class PresenceEvents:
         except Exception as exc:  # noqa: BLE001 - presence is best effort; next change resyncs
             log.warning("presence flush failed: %s", exc)
 
+    def _hold(self, held: dict[str, dict[int, int]], names: dict[int, str]) -> None:
+        """Put a big room's changes back for its next turn (merged with newer ones)."""
+        with self._lock:
+            for resource, changes in held.items():
+                pending = self._rooms.setdefault(resource, {})
+                for user_id, step in changes.items():
+                    if pending.get(user_id) == -step:
+                        del pending[user_id]
+                    else:
+                        pending.setdefault(user_id, step)
+            for user_id, name in names.items():
+                self._names.setdefault(user_id, name)
+        self._schedule()
+
     def flush(self) -> int:
         """Send what the window collected; returns the number of messages."""
         with self._lock:
@@ -98,6 +116,8 @@ class PresenceEvents:
                 store = get_store()
                 big = self.app.config.get("VIEWERS_BIG_ROOM", 50)
                 page = self.app.config.get("VIEWERS_PAGE_SIZE", 50)
+                big_every = self.app.config.get("VIEWERS_BIG_ROOM_INTERVAL_MS", 1000) / 1000
+                held: dict[str, dict[int, int]] = {}
                 for resource, changes in rooms.items():
                     if not changes:
                         continue
@@ -107,7 +127,13 @@ class PresenceEvents:
                         routes.insert(0, (EPISODES, f"episode:{ident}"))
                     base = {f"{kind}_id": ident, "resource_type": kind, "resource_id": ident}
                     count, first = store.viewers(resource, page)
+                    if count > big and monotonic() - self._big_sent.get(resource, 0) < big_every:
+                        held[resource] = changes  # a big room hears at most once a second
+                        continue
                     if count > big:
+                        self._big_sent[resource] = monotonic()
+                        if len(self._big_sent) > 10_000:
+                            self._big_sent.clear()
                         joins = [{"id": u, "name": names.get(u, "")}
                                  for u, s in sorted(changes.items()) if s > 0]
                         leaves = [{"id": u, "name": names.get(u, "")}
@@ -123,6 +149,8 @@ class PresenceEvents:
                         name = "viewer_joined" if step > 0 else "viewer_left"
                         body = envelope(name, {**base, "user": user}, event_id=None, actor=user)
                         messages += [(route, name, body) for route in routes]
+                if held:
+                    self._hold(held, names)
         for payload in presence.values():
             body = envelope("presence_changed", payload, event_id=None,
                             actor={"id": payload["user_id"], "name": payload["name"]})
