@@ -243,3 +243,16 @@ def test_a_big_room_hears_viewers_changed_at_most_once_per_interval(app, client,
     [merged] = wait_events(watcher, "/episodes", "viewers_changed", timeout=10)
     assert merged["data"]["count"] == 5  # one message for the three windows
     assert sorted(v["id"] for v in merged["data"]["joins"]) == sorted(u.id for u in late)
+
+
+def test_a_join_that_waits_too_long_for_an_io_slot_gets_unavailable(app, client, viewer, episode):
+    """Admission control: with every I/O slot taken (a storm), a join waits at most
+    SOCKET_IO_WAIT_SECONDS, then gets a clear ack; once a slot frees, joins work."""
+    from app.realtime.namespaces import io_slot
+
+    tab = connect(app, client, viewer, "/episodes")
+    app.config.update(SOCKET_IO_CONCURRENCY=1, SOCKET_IO_WAIT_SECONDS=0.2)
+    with app.app_context(), io_slot():  # the only slot, held as a stalled handler would
+        ack = _join(tab, episode["id"])
+    assert ack["ok"] is False and ack["error"]["code"] == "unavailable"
+    assert _join(tab, episode["id"])["ok"]

@@ -256,7 +256,8 @@ class AuthenticatedNamespace(Namespace):
         if refused:
             return refused
         try:
-            return {"ok": presence.heartbeat(request.sid, conn.user_id)}
+            with io_slot():
+                return {"ok": presence.heartbeat(request.sid, conn.user_id)}
         except Exception as exc:  # noqa: BLE001 - answer, never a traceback
             log.warning("heartbeat failed: %s", exc)
             return _ack_error("unavailable", "Try again shortly")
@@ -342,13 +343,14 @@ class JobsNamespace(AuthenticatedNamespace):
             return refused
         job_id, episode_id = _int_field(data, "job_id"), _int_field(data, "episode_id")
         try:
-            if job_id is not None and db.session.get(Job, job_id) is not None:
-                db.session.close()
-                join_room(job_room(job_id))
-                return {"ok": True, "room": job_room(job_id)}
-            if episode_id is not None and episode_exists(episode_id):
-                join_room(episode_room(episode_id))
-                return {"ok": True, "room": episode_room(episode_id)}
+            with io_slot():
+                if job_id is not None and db.session.get(Job, job_id) is not None:
+                    db.session.close()
+                    join_room(job_room(job_id))
+                    return {"ok": True, "room": job_room(job_id)}
+                if episode_id is not None and episode_exists(episode_id):
+                    join_room(episode_room(episode_id))
+                    return {"ok": True, "room": episode_room(episode_id)}
         except Exception as exc:  # noqa: BLE001 - a clear ack, never a traceback
             db.session.rollback()
             log.warning("subscribe failed: %s", exc)
