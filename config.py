@@ -61,13 +61,15 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS: dict = {
         "pool_size": _int("DB_POOL_SIZE", 10),
         "max_overflow": _int("DB_MAX_OVERFLOW", 30),
-        "pool_timeout": 10,
+        # Bounded: a request or socket event waits at most this long for a connection, then
+        # fails cleanly (REST 503, socket ack {"ok": false}) instead of stalling.
+        "pool_timeout": _float("DB_POOL_TIMEOUT", 5.0),
     }
     DB_PING_IDLE_SECONDS = _float("DB_PING_IDLE_SECONDS", 10.0)
     REDIS_URL = os.environ.get("REDIS_URL") or None
-    # The shared Redis client's pool: at most this many connections per process; a caller
-    # waits up to REDIS_POOL_TIMEOUT seconds for a free one instead of failing.
-    REDIS_MAX_CONNECTIONS = _int("REDIS_MAX_CONNECTIONS", 200)
+    # The app's Redis client pool (auth cache, presence, delivery flags): at most this many
+    # connections per process; a caller waits up to the timeout for a free one.
+    REDIS_POOL_SIZE = _int("REDIS_POOL_SIZE", 128)
     REDIS_POOL_TIMEOUT = _float("REDIS_POOL_TIMEOUT", 5.0)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
@@ -161,7 +163,27 @@ class Config:
     # after a ping is dropped (python-engineio's defaults).
     SOCKETIO_PING_INTERVAL = max(1, _int("SOCKETIO_PING_INTERVAL", 25))
     SOCKETIO_PING_TIMEOUT = max(1, _int("SOCKETIO_PING_TIMEOUT", 20))
-    PRESENCE_STALE_SECONDS = _int("PRESENCE_STALE_SECONDS", 90)
+    # Presence (app/services/presence.py): a socket's entry lives this long unless a
+    # heartbeat or its web process's refresh (every third of it, at most 10 s) pushes it on;
+    # a process killed without a goodbye loses its sockets' presence within it.
+    PRESENCE_STALE_SECONDS = _float("PRESENCE_STALE_SECONDS", 30.0)
+    # Sockets one user may hold across every web process (not per IP: offices share one).
+    MAX_SOCKETS_PER_USER = _int("MAX_SOCKETS_PER_USER", 50)
+    # Joins and leaves of a room are collected this long and sent as one flush.
+    VIEWER_COALESCE_MS = _int("VIEWER_COALESCE_MS", 150)
+    # Above this many viewers a room gets viewers_changed (count + first page) instead of
+    # one viewer_joined / viewer_left per user.
+    VIEWERS_BIG_ROOM = _int("VIEWERS_BIG_ROOM", 50)
+    VIEWERS_PAGE_SIZE = _int("VIEWERS_PAGE_SIZE", 50)
+    # A big room gets at most one viewers_changed per this interval (each reaches everyone).
+    VIEWERS_BIG_ROOM_INTERVAL_MS = _int("VIEWERS_BIG_ROOM_INTERVAL_MS", 1000)
+    # Socket handlers doing database/Redis work at once per web process (a storm queues in
+    # memory instead of exhausting the pools), and how long one may wait for a slot.
+    SOCKET_IO_CONCURRENCY = _int("SOCKET_IO_CONCURRENCY", 32)
+    SOCKET_IO_WAIT_SECONDS = _float("SOCKET_IO_WAIT_SECONDS", 30.0)
+    # Per-connection token buckets for client events: "event=burst/per_second,...".
+    SOCKET_EVENT_LIMITS = os.environ.get(
+        "SOCKET_EVENT_LIMITS", "join=20/5,subscribe=20/5,set_status=5/1,heartbeat=5/1")
     # Reconnect replay (app/services/replay.py): the most recent emitted events kept in a
     # shared buffer (Redis, or process memory without it; 0 turns it off), and the most
     # events one reconnect replays; a client further behind gets resync_required.

@@ -19,10 +19,14 @@ def get_redis() -> redis.Redis | None:
         return None
     client = _clients.get(url)
     if client is None:
+        # A blocking pool: when every connection is in use (a storm of connects or
+        # disconnects, one green thread each) the next caller waits up to
+        # REDIS_POOL_TIMEOUT for one instead of failing at once with "Too many connections".
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=current_app.config.get("REDIS_MAX_CONNECTIONS", 200),
+            url, max_connections=current_app.config.get("REDIS_POOL_SIZE", 128),
             timeout=current_app.config.get("REDIS_POOL_TIMEOUT", 5.0),
-            socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
+            socket_connect_timeout=2, socket_timeout=5, decode_responses=True,
+        )
         client = redis.Redis(connection_pool=pool)
         _clients[url] = client
     return client

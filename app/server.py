@@ -288,7 +288,10 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         start_embedded_worker(app)
     from app.realtime.connections import refresh_loop, shutdown_all
 
-    socketio.start_background_task(refresh_loop, app, max(5, app.config["PRESENCE_STALE_SECONDS"] / 3))
+    # Three refreshes per TTL: a socket of a live process never expires; one of a process
+    # that died (SIGKILL) expires within the TTL and is popped within a round after.
+    socketio.start_background_task(refresh_loop, app,
+                                   max(0.5, min(10.0, app.config["PRESENCE_STALE_SECONDS"] / 3)))
     from app.realtime import control
 
     control.start(app)  # sessions that end: control messages and token expiry

@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+# The Redis server (no database number) the benchmarks use: on a shared machine, each
+# person's own (pub/sub channels are global across database numbers).
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379").rstrip("/")
 
 
 def fresh_database(name: str) -> str:
@@ -29,7 +32,7 @@ def setup_env(db_name: str, redis_db: int) -> dict:
     url = fresh_database(db_name)
     env = {
         "DATABASE_URL": url,
-        "REDIS_URL": f"{os.environ.get('BENCH_REDIS', 'redis://127.0.0.1:6379')}/{redis_db}",
+        "REDIS_URL": f"{REDIS}/{redis_db}",
         "APP_ENV": "development",
         "EMBEDDED_WORKER": "0",
         "INSTANCE_DIR": f"/tmp/{db_name}-instance",

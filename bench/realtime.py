@@ -3,8 +3,13 @@
     .venv/bin/python bench/realtime.py [--modes eventlet,gevent,threading]
         [--latency-clients 1000] [--fanout 1000,5000] [--max-connections 10000]
         [--updates 50] [--fanout-updates 10] [--load-procs 2] [--no-bare]
-    BENCH_REDIS=redis://127.0.0.1:6379 .venv/bin/python bench/realtime.py \
-        --storm-clients 2000 --storm-only [--storm-events 20] [--db ec_bench_realtime]
+        [--storm 5000] [--storm-clients 2000] [--storm-only] [--db-name ec_bench_realtime]
+        [--memory-only | --no-memory] [--memory-steps 1000,4000] [--memory-trace]
+        [--memory-servers product,bare,node,product+env] [--memory-env NAME=VALUE ...]
+
+Scenario (a), the join storm (``--storm N``): N clients over N/10 users connect, all in
+flight at once, then all join one episode at once; then updates to that room; ours and the
+bare python-socketio server side by side, same clients.
 
 Scenario (b), the reconnect storm (``--storm-clients``; ``--storm-only`` skips the rest):
 that many clients connect to /episodes and join one of ``--storm-rooms`` episodes, each
@@ -17,8 +22,6 @@ until all are back (rejoined) and until all have replayed every update, updates 
 resyncs, REST p50/p99 during the storm (GETs, and a PATCH in five whose deliveries to the
 clients of its room are counted too), PostgreSQL transactions meanwhile; then the same
 storm against the bare python-socketio server (no auth, no replay) for the reconnect time.
-        [--memory-only | --no-memory] [--memory-steps 1000,4000] [--memory-trace]
-        [--memory-servers product,bare,node,product+env] [--memory-env NAME=VALUE ...]
 
 ``BENCH_DB`` / ``BENCH_REDIS`` (``redis://host:port``) point it at a database name and a
 Redis server of one's own. The Node peer needs ``npm ci`` in ``bench/node`` once.
@@ -56,6 +59,14 @@ For every server mode, in order:
    first: their RSS growth is the memory per idle connection);
 4. more clients are connected until a refusal or error, ``--max-connections``, the time
    budget or the server-thread guard (threading mode) stops the ramp.
+Storm, scenario (a) of issue 12 (``--storm N [--storm-only]``): N clients over N/10 users
+connect to /episodes with every connect in flight at once (``--load-procs`` loops), then
+every client sends ``join`` at once; then ``--storm-updates`` PATCHes, each of which must
+reach every joined client. Against our server (eventlet, a real worker) and then the bare
+server, same clients, same run; the table gives clients connected and joined, connect and
+join-ack p50/p99, the time until all joined, events reached, and the connect p50 ratio.
+On a shared machine: ``BENCH_REDIS=redis://127.0.0.1:<your port>`` and ``--db-name``.
+
 Then the same fan-out against a bare python-socketio server (eventlet, no auth, no
 database, an HTTP POST emits to the room) with the same clients and the same envelope,
 and our fan-out time as a ratio to it.
@@ -380,7 +391,7 @@ class Load(StormLoad):
 
     async def cmd_connect(self, url: str, count: int, concurrency: int, tokens: list[str] | None,
                           offset: int = 0, stop_after_errors: int = 20, budget: float = 600.0,
-                          compress: bool = False):
+                          compress: bool = False, connect_timeout: float = 25.0):
         """``compress``: offer permessage-deflate as browsers do (aiohttp then sends
         ``permessage-deflate; client_max_window_bits``, Chrome's offer)."""
         import socketio
@@ -408,7 +419,7 @@ class Load(StormLoad):
                 try:
                     await asyncio.wait_for(
                         sio.connect(url, namespaces=[NS], auth=auth, transports=["websocket"],
-                                    wait_timeout=15), 25)
+                                    wait_timeout=connect_timeout), connect_timeout + 10)
                 except Exception as exc:  # noqa: BLE001 - counted by kind
                     errors[short_error(exc, probe.refusal)] += 1
                     with suppress(Exception):
@@ -427,7 +438,11 @@ class Load(StormLoad):
                    if p.sio.connected and getattr(getattr(p.sio.eio, "ws", None), "_compress", 0))
 
     def on_refused(self, probe: Probe, data=None) -> None:
-        probe.refusal = (data or {}).get("code") if isinstance(data, dict) else data
+        if isinstance(data, dict):  # {"message", "data": {"code", "message"}}
+            inner = data.get("data")
+            probe.refusal = inner.get("code") if isinstance(inner, dict) else data.get("message")
+        else:
+            probe.refusal = data
 
     async def cmd_join(self, concurrency: int, episode_id: int | None = None,
                        spread_over: list[int] | None = None, timeout: float = 30):
@@ -498,6 +513,12 @@ class Load(StormLoad):
         return {"count": self.count, "expect": self.expect, "first": self.first, "last": self.last,
                 "samples": self.samples, "payload": payload}
 
+    async def cmd_exit_clients(self):
+        """Disconnect and forget every client (after a warm-up)."""
+        await asyncio.gather(*(p.sio.disconnect() for p in self.clients), return_exceptions=True)
+        self.clients = []
+        return {"ok": True}
+
     async def cmd_stats(self):
         return {"clients": len(self.clients), "alive": self.alive(), "deflate": self.deflated(),
                 "joined": sum(1 for p in self.clients if p.joined and p.sio.connected)}
@@ -564,7 +585,8 @@ class Bench:
 
     # ---- clients
     def connect(self, n: int, concurrency: int, *, only_first: bool = False, auth: bool = True,
-                stop_after_errors: int = 20, budget: float = 600.0) -> dict:
+                stop_after_errors: int = 20, budget: float = 600.0,
+                connect_timeout: float = 25.0) -> dict:
         """Connect ``n`` more clients, split over the load processes; merged results."""
         k = len(self.loads.conns)
         counts = [n] + [0] * (k - 1) if only_first else [n // k + (1 if i < n % k else 0) for i in range(k)]
@@ -575,7 +597,7 @@ class Bench:
         rs = self.loads.call("connect", per=per, url=self.url, concurrency=concurrency,
                              tokens=self.tokens if auth else None,
                              stop_after_errors=stop_after_errors, budget=budget,
-                             compress=self.compress)
+                             compress=self.compress, connect_timeout=connect_timeout)
         errors: Counter = Counter()
         for r in rs:
             errors.update(r["errors"])
@@ -621,9 +643,10 @@ class Bench:
         return {"latencies": lat, "errors": dict(errors), "reason": reason, "alive": alive,
                 "peak": max(peak, alive), "seconds": time.monotonic() - start}
 
-    def join_all(self, episode_id: int | None = None, spread_over: list[int] | None = None) -> dict:
+    def join_all(self, episode_id: int | None = None, spread_over: list[int] | None = None,
+                 concurrency: int | None = None, timeout: float = 30) -> dict:
         rs = self.loads.call("join", episode_id=episode_id, spread_over=spread_over,
-                             concurrency=self.args.concurrency)
+                             concurrency=concurrency or self.args.concurrency, timeout=timeout)
         errors: Counter = Counter()
         for r in rs:
             errors.update(r["errors"])
@@ -730,18 +753,14 @@ class Bench:
 
     def cleanup_db(self) -> None:
         import redis
-        from sqlalchemy import delete, update
 
-        from app.extensions import db
-        from app.models import PresenceSocket, UserPresence
         from app.services.events import DRAIN_FLAG
 
         self.settle_outbox()
-        with self.app.app_context():
-            db.session.execute(delete(PresenceSocket))
-            db.session.execute(update(UserPresence).values(status="offline"))
-            db.session.commit()
-        redis.Redis.from_url(self.env["REDIS_URL"]).delete(DRAIN_FLAG)
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        for key in client.scan_iter("ec:presence:*"):
+            client.delete(key)
+        client.delete(DRAIN_FLAG)
 
     def run_mode(self, mode: str) -> dict:
         import requests
@@ -940,13 +959,118 @@ class Bench:
         return f"{text}; {self.presence_rows()} of {alive} presence sockets left"
 
     def presence_rows(self) -> int:
-        from sqlalchemy import func, select
+        """Sockets still in the presence store (Redis)."""
+        import redis
 
-        from app.extensions import db
-        from app.models import PresenceSocket
+        return redis.Redis.from_url(self.env["REDIS_URL"]).hlen("ec:presence:socks")
 
-        with self.app.app_context():
-            return db.session.scalar(select(func.count()).select_from(PresenceSocket)) or 0
+    # ---- storm (issue 12, scenario a)
+    def storm_phase(self, n: int, *, auth: bool, trigger, episode_id: int, tag: str) -> dict:
+        """n clients connect with every connect in flight at once, then every join at once,
+        then ``--storm-updates`` events to the room: each must reach every client."""
+        per_proc = max(1, -(-n // len(self.loads.conns)))
+        t = time.monotonic()
+        c = self.connect(n, per_proc, auth=auth, stop_after_errors=n, budget=self.args.ramp_budget,
+                         connect_timeout=self.args.storm_timeout)
+        connect_s = time.monotonic() - t
+        t = time.monotonic()
+        j = self.join_all(episode_id=episode_id, concurrency=n, timeout=self.args.storm_timeout)
+        join_s = time.monotonic() - t
+        print(f"  {tag}: {c['alive']}/{n} connected in {connect_s:.1f} s (connect "
+              f"{fmt_pp(c['latencies'])} ms, errors {c['errors'] or 0}); {j['joined']} joined in "
+              f"{join_s:.1f} s (acks {fmt_pp(j['latencies'])} ms, errors {j['errors'] or 0})",
+              flush=True)
+        res = self.run_updates(trigger, self.args.storm_updates, tag, room=episode_id,
+                               timeout=self.args.storm_timeout)
+        res.pop("payload", None)
+        print(f"  {tag}: REST→last {fmt_pp(res['last'])} ms over {res['room']} joined clients; "
+              f"missing {res['missing']}", flush=True)
+        return {"n": n, "connected": c["alive"], "connect": c["latencies"],
+                "connect_errors": c["errors"], "connect_s": connect_s, "joined": j["joined"],
+                "join": j["latencies"], "join_errors": j["errors"], "join_s": join_s,
+                "updates": res}
+
+    def run_storm_a(self, n: int) -> dict:
+        """Scenario (a): ours (eventlet, a real worker) and then the bare server, same run."""
+        import requests
+
+        out: dict = {"n": n, "users": len(self.tokens)}
+        port = free_port()
+        log = LOG_DIR / "web-storm.log"
+        self.url = f"http://127.0.0.1:{port}"
+        print(f"\n=== storm: {n} clients over {len(self.tokens)} users (load {loadavg()})", flush=True)
+        self.server = self.start_server("eventlet", port, log)
+        worker = self.start_worker("storm", n)
+        self.loads = LoadPool(self.args.load_procs)
+        self.offset = 0
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.editor_token}"
+        try:
+            self.connect(10, 1, only_first=True)  # warm-up, not counted
+            self.loads.call("exit_clients")
+            episode_id = http.post(f"{self.url}/api/v1/episodes", timeout=30, json={
+                "title": "storm", "episode_number": 1}).json()["id"]
+
+            def patch(marker: str) -> None:
+                resp = http.patch(f"{self.url}/api/v1/episodes/{episode_id}",
+                                  json={"title": marker}, timeout=60)
+                if resp.status_code != 200:
+                    raise RuntimeError(f"PATCH {resp.status_code}: {resp.text[:200]}")
+
+            cpu0 = cpu_seconds(self.server.pid)
+            out["ours"] = self.storm_phase(n, auth=True, trigger=patch, episode_id=episode_id,
+                                           tag="storm-ours")
+            out["ours"]["server_cpu_s"] = cpu_seconds(self.server.pid) - cpu0
+            out["ours"]["rss_kb"] = proc_status(self.server.pid)["rss_kb"]
+        except Exception as exc:  # noqa: BLE001 - reported
+            out["ours_fatal"] = short_error(exc)
+            print(f"  storm (ours) stopped: {exc}", flush=True)
+        finally:
+            stop(worker)
+            alive = 0
+            with suppress(Exception):
+                alive = self.loads.stats()["alive"]
+            out["shutdown"] = self.stop_server(alive)
+            self.loads.close()
+            self.cleanup_db()
+            out["errors_in_log"] = log_errors(log)
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)],
+                                stdout=open(LOG_DIR / "bare-storm.log", "wb"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.bare_pid, self.server, self.url = bare.pid, None, f"http://127.0.0.1:{bare_port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with suppress(requests.RequestException):
+                if requests.get(self.url + "/", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        self.loads = LoadPool(self.args.load_procs)
+        self.offset = 0
+        envelope = self.payload or {"id": 1, "event": "episode_updated", "actor": None,
+                                    "timestamp": "2026-01-01T00:00:00Z", "data": {}}
+
+        def emit(marker: str) -> None:
+            body = json.loads(json.dumps(envelope))
+            body["data"]["title"] = marker
+            requests.post(self.url + "/emit", timeout=60,
+                          json={"event": "episode_updated", "room": "episode:1", "data": body})
+
+        try:
+            self.connect(10, 1, only_first=True, auth=False)
+            self.loads.call("exit_clients")
+            out["bare"] = self.storm_phase(n, auth=False, trigger=emit, episode_id=1,
+                                           tag="storm-bare")
+        except Exception as exc:  # noqa: BLE001
+            out["bare_fatal"] = short_error(exc)
+            print(f"  storm (bare) stopped: {exc}", flush=True)
+        finally:
+            self.loads.close()
+            with suppress(ProcessLookupError):
+                os.killpg(bare.pid, signal.SIGKILL)
+            bare.wait(10)
+        print("\n" + storm_a_table(out), flush=True)
+        return out
 
     # ---- scenario (b): reconnect storm after a restart
     def storm_clients(self, url: str, rooms: list[int], auth: bool) -> dict:
@@ -987,7 +1111,7 @@ class Bench:
                 "why_failed": dict(why.most_common(4)),
                 "missing": sum(r["missing"] for r in rs)}
 
-    def run_storm(self) -> dict:
+    def run_storm_b(self) -> dict:
         """Scenario (b): M clients connected with last_event_id tracking, the web process
         restarted (SIGTERM, start again) while K events happen, every client reconnecting
         with backoff and last_event_id; REST calls (GET, and a PATCH in five) meanwhile."""
@@ -1560,7 +1684,7 @@ def table(results: list[dict], bare: dict | None, args) -> str:
     return "\n".join(lines)
 
 
-def storm_table(ours: dict, bare: dict | None) -> str:
+def storm_b_table(ours: dict, bare: dict | None) -> str:
     """Scenario (b) side by side with the bare server."""
     def s(value) -> str:
         return "-" if value is None else f"{value:.1f}"
@@ -1598,6 +1722,32 @@ def storm_table(ours: dict, bare: dict | None) -> str:
             if ours.get("all_back_s") and bare.get("all_back_s"):
                 lines.append(f"  ratio all back, ours / bare: {ours['all_back_s'] / bare['all_back_s']:.1f}×")
     return "\n".join(lines)
+
+
+def storm_a_table(out: dict) -> str:
+    """Scenario (a) side by side: ours and the bare server, same clients, same run."""
+    rows = ["| storm (a) | clients connected | connect p50 / p99 ms | joined (ack ok) | "
+            "join ack p50 / p99 ms | all joined in | next episode_updated reached | REST→last p50 ms |",
+            "|---|---|---|---|---|---|---|---|"]
+    for key in ("ours", "bare"):
+        r = out.get(key)
+        if not r:
+            rows.append(f"| {key} | {out.get(key + '_fatal', 'not run')} |||||||")
+            continue
+        u = r["updates"]
+        reached = f"{u['room'] * u['n'] - u['missing']} of {u['room'] * u['n']}"
+        rows.append(
+            f"| {key} | {r['connected']} of {r['n']} | {fmt_pp(r['connect'])} | {r['joined']} | "
+            f"{fmt_pp(r['join'])} | {r['join_s']:.1f} s | {reached} | "
+            f"{med(u['last']) or float('nan'):.0f} |")
+    ours, bare = out.get("ours"), out.get("bare")
+    if ours and bare and ours["connect"] and bare["connect"]:
+        ratio = statistics.median(ours["connect"]) / max(statistics.median(bare["connect"]), 1e-9)
+        rows.append(f"\nconnect p50 ratio ours / bare: {ratio:.2f}× ({out['n']} clients over "
+                    f"{out['users']} users)")
+    if out.get("errors_in_log"):
+        rows.append("server log: " + " | ".join(out["errors_in_log"]))
+    return "\n".join(rows)
 
 
 # --------------------------------------------------------------------------- main
@@ -1648,14 +1798,21 @@ def parse_args():
     p.add_argument("--gap", type=float, default=0.05, help="seconds between updates")
     p.add_argument("--shutdown-grace", type=float, default=15.0)
     p.add_argument("--no-bare", action="store_true")
+    p.add_argument("--storm", type=int, default=0,
+                   help="scenario (a) of issue 12 with this many clients over N/10 users "
+                        "(connects, then joins, all in flight at once), ours and the bare server")
+    p.add_argument("--storm-only", action="store_true", help="run only the storm scenarios (a) and/or (b)")
+    p.add_argument("--storm-updates", type=int, default=3, help="events to the room after the storm")
+    p.add_argument("--storm-timeout", type=float, default=180.0,
+                   help="seconds a storm connect, join ack or event (a), or the whole "
+                        "reconnect (b), may take")
+    p.add_argument("--db-name", "--db", dest="db_name", default=DB_NAME,
+                   help="the benchmark's PostgreSQL database (dropped)")
     p.add_argument("--storm-clients", type=int, default=0,
                    help="scenario (b): clients of the reconnect storm (0: skip; target 2000)")
     p.add_argument("--storm-events", type=int, default=20,
                    help="events made while the web process is down (each client must replay them)")
     p.add_argument("--storm-rooms", type=int, default=20, help="episodes the storm clients spread over")
-    p.add_argument("--storm-timeout", type=float, default=180.0)
-    p.add_argument("--storm-only", action="store_true", help="run scenario (b) only")
-    p.add_argument("--db", default=DB_NAME, help="the benchmark database (dropped and created)")
     p.add_argument("--memory-steps", default="1000,4000",
                    help="memory phase: RSS is read at these two client counts")
     p.add_argument("--memory-settle", type=float, default=5.0, help="seconds before each RSS read")
@@ -1700,21 +1857,30 @@ def main() -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     nofile = raise_nofile()
     print(f"load average at start: {loadavg()}; RLIMIT_NOFILE {nofile}; cpus {os.cpu_count()}", flush=True)
-    env = setup_env(args.db, REDIS_DB)
+    env = setup_env(args.db_name, REDIS_DB)
     from app import create_app
 
     app = create_app(SOCKETIO_WRITE_ONLY=True)
     migrate(app)
+    if args.storm:
+        args.users = max(1, args.storm // 10)
     editor_token, tokens = make_users(app, args.users)
     bench = Bench(args, env, app, editor_token, tokens)
     started = time.monotonic()
+    if args.storm:
+        storm = bench.run_storm_a(args.storm)
+        with open(args.json.replace(".json", "-storm-a.json"), "w") as f:
+            json.dump({"args": vars(args), "storm": storm}, f, default=str)
+        if args.storm_only and not args.storm_clients:
+            print(f"\ntotal {time.monotonic() - started:.0f} s; load average at end: {loadavg()}")
+            return
     sizes = sorted({args.latency_clients, *args.fanout})
     results, bare, memory = [], None, None
     if args.storm_clients:
-        storm = bench.run_storm()
+        storm = bench.run_storm_b()
         storm_bare = None if args.no_bare else bench.run_storm_bare()
-        print("\n" + storm_table(storm, storm_bare))
-        with open(str(args.json).replace(".json", "-storm.json"), "w") as f:
+        print("\n" + storm_b_table(storm, storm_bare))
+        with open(str(args.json).replace(".json", "-storm-b.json"), "w") as f:
             json.dump({"args": vars(args), "storm": storm, "bare": storm_bare}, f, default=str)
         if args.storm_only:
             return

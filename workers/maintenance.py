@@ -15,10 +15,14 @@ def purge_activity() -> int:
 
 @shared_task(name="workers.maintenance.sweep_presence", ignore_result=True)
 def sweep_presence() -> int:
-    """Remove sockets with no heartbeat for PRESENCE_STALE_SECONDS (their process died)."""
+    """Pop sockets whose presence TTL passed (their process died) and announce them.
+
+    Every web process does this in its refresh loop; beat's copy covers the time when no
+    web process runs. Popping is atomic, so each expired socket is announced once.
+    """
     from app.services import presence
 
-    return len(presence.sweep_stale(current_app.config["PRESENCE_STALE_SECONDS"]))
+    return presence.sweep_expired()
 
 
 @shared_task(name="workers.maintenance.purge_events", ignore_result=True)

@@ -32,6 +32,7 @@ def register_blueprints(app: Flask) -> None:
     for module in (health, auth, users, episodes, jobs, files, activity, presence, realtime,
                    notifications):
         api.register_blueprint(module.blp, url_prefix=PREFIX)
+    presence.describe_realtime(api.spec)
 
     @app.before_request
     def _refuse_unpaired_surrogates():

@@ -10,11 +10,11 @@ from app.api.schemas import StrictSchema
 from app.auth import role_required
 from app.errors import NotFound
 from app.extensions import db, socketio
-from app.models import PresenceSocket
 from app.realtime import connections
 from app.realtime.emit import NAMESPACES, ROOM_ALL
 from app.services import events
 from app.services import presence as presence_service
+from app.services.presence_store import get_store
 
 blp = Blueprint("realtime", __name__, description="Real-time administration")
 
@@ -45,12 +45,12 @@ def stats():
 @role_required("admin")
 def force_disconnect(sid: str):
     """Disconnect a socket wherever it is connected (through the message queue)."""
-    socket = db.session.get(PresenceSocket, sid)
+    socket = get_store().socket(sid)
     if socket is None:
         raise NotFound("Connection not found")
-    socketio.server.disconnect(sid, namespace=socket.namespace)
+    socketio.server.disconnect(sid, namespace=socket["namespace"])
     # The owning process cleans up on its disconnect handler; do it here too in case that
-    # process is gone (idempotent).
+    # process is gone (idempotent: a socket is removed from the store once).
     presence_service.socket_disconnected(sid)
     return "", 204
 

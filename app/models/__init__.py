@@ -3,12 +3,11 @@ from app.models.base import JSONType, TimestampMixin, UTCDateTime, isoformat, ut
 from app.models.core import Episode, File, Job, RevokedToken, User
 from app.models.events import ActivityLog, DomainEvent
 from app.models.notifications import Notification, NotificationPreference
-from app.models.presence import PresenceSocket, UserPresence
+from app.models.presence import UserPresence
 from app.models.sessions import OutboxMark, RefreshToken
 
 __all__ = [
     "ActivityLog", "DomainEvent", "Episode", "File", "JSONType", "Job", "Notification",
-    "NotificationPreference", "OutboxMark", "PresenceSocket", "RefreshToken", "RevokedToken",
-    "TimestampMixin", "User",
+    "NotificationPreference", "OutboxMark", "RefreshToken", "RevokedToken", "TimestampMixin", "User",
     "UTCDateTime", "UserPresence", "isoformat", "utcnow",
 ]

@@ -5,12 +5,15 @@ Handlers are thin: authenticate, authorize, call a service function, answer.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
 from marshmallow import ValidationError as MarshmallowValidationError
+from sqlalchemy import select
 
 from app.api.schemas import StatusSchema
 from app.auth import load_user_from_token
@@ -36,11 +39,92 @@ log = logging.getLogger(__name__)
 
 
 def _refuse(code: str, message: str) -> ConnectionRefusedError:
-    return ConnectionRefusedError({"code": code, "message": message})
+    """A refusal the client can read: Socket.IO's ``connect_error`` carries
+    ``{"message": message, "data": {"code", "message"}}`` (``err.data.code`` in socket.io-client).
+    A single dict argument would reach the client as its ``str()``."""
+    return ConnectionRefusedError(message, {"code": code, "message": message})
 
 
 def _error(exc: DomainError) -> dict:
     return {"ok": False, "error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+
+
+def _ack_error(code: str, message: str, details: dict | None = None) -> dict:
+    return {"ok": False, "error": {"code": code, "message": message, "details": details or {}}}
+
+
+_limits_cache: dict[str, dict[str, tuple[float, float]]] = {}
+
+
+def event_limits(config) -> dict[str, tuple[float, float]]:
+    """``SOCKET_EVENT_LIMITS`` ("join=20/5,...": burst / refill per second) parsed once."""
+    raw = config.get("SOCKET_EVENT_LIMITS") or ""
+    if raw not in _limits_cache:
+        limits = {}
+        for part in raw.split(","):
+            event, _, spec = part.strip().partition("=")
+            burst, _, rate = spec.partition("/")
+            try:
+                limits[event.strip()] = (float(burst), float(rate or burst))
+            except ValueError:
+                log.warning("SOCKET_EVENT_LIMITS: ignoring %r", part)
+        _limits_cache[raw] = limits
+    return _limits_cache[raw]
+
+
+class Busy(Exception):
+    """No I/O slot free within SOCKET_IO_WAIT_SECONDS: the event is answered "unavailable"."""
+
+
+_gate: threading.BoundedSemaphore | None = None
+_gate_size = 0
+
+
+@contextmanager
+def io_slot():
+    """Admission control for socket handlers' database and Redis work.
+
+    A storm (thousands of connects or joins at once, one green thread each) would otherwise
+    ask the database pool and the Redis pool for thousands of connections at once: the
+    pools' bounded waits run out and most of the storm fails. At most
+    ``SOCKET_IO_CONCURRENCY`` handlers do I/O at a time; the others wait here, in memory,
+    up to ``SOCKET_IO_WAIT_SECONDS`` (then the event gets ``unavailable``), and none holds a
+    pooled connection while waiting. The first connects of a user fill the auth and status
+    caches, so the ones queued behind them read no database row.
+    """
+    global _gate, _gate_size
+    size = max(1, current_app.config.get("SOCKET_IO_CONCURRENCY", 32))
+    if _gate is None or _gate_size != size:
+        _gate, _gate_size = threading.BoundedSemaphore(size), size
+    gate = _gate
+    if not gate.acquire(timeout=current_app.config.get("SOCKET_IO_WAIT_SECONDS", 30.0)):
+        raise Busy("no I/O slot free")
+    try:
+        yield
+    finally:
+        gate.release()
+
+
+_episodes_seen: dict[int, float] = {}
+EPISODE_CACHE_SECONDS = 5.0
+
+
+def episode_exists(episode_id: int) -> bool:
+    """Whether the episode exists, remembered for a few seconds per process: a storm of
+    joins to one episode reads its row once, not once per join. The connection goes back to
+    the pool at once (nothing else of the join needs the database)."""
+    seen = _episodes_seen.get(episode_id)
+    if seen is not None and time.monotonic() - seen < EPISODE_CACHE_SECONDS:
+        return True
+    try:
+        found = db.session.scalar(select(Episode.id).where(Episode.id == episode_id)) is not None
+    finally:
+        db.session.close()
+    if found:
+        if len(_episodes_seen) > 10_000:
+            _episodes_seen.clear()
+        _episodes_seen[episode_id] = time.monotonic()
+    return found
 
 
 def _int_field(data, name: str) -> int | None:
@@ -67,31 +151,46 @@ class AuthenticatedNamespace(Namespace):
         token = auth.get("token") if isinstance(auth, dict) else None
         if not token:
             raise _refuse("unauthorized", "An access token is required in auth.token")
-        user = load_user_from_token(token)
+        try:
+            with io_slot():
+                user = load_user_from_token(token)
+                if user is not None:
+                    user_id, name, role, is_admin = user.id, user.name, user.role, user.is_admin
+                db.session.close()  # no connection held across the store's round trips
+        except Exception as exc:  # noqa: BLE001 - database trouble: refuse, no traceback
+            db.session.rollback()
+            log.warning("connect refused, auth unavailable: %s", exc)
+            raise _refuse("unavailable", "Try again shortly") from exc
         if user is None:
             raise _refuse("invalid_token", "The token is invalid, expired or revoked")
-        if self.admin_only and not user.is_admin:
+        if self.admin_only and not is_admin:
             raise _refuse("forbidden", "This namespace is for admins only")
         cap = current_app.config["MAX_CONNECTIONS"]
         sid = request.sid
-        if connections.add(sid, user.id, self.namespace, cap=cap) is None:
+        if connections.add(sid, user_id, self.namespace, cap=cap, name=name, role=role) is None:
             raise _refuse("too_many_connections", f"The server holds its maximum of {cap} connections")
         try:
-            presence.socket_connected(sid=sid, user=user, namespace=self.namespace,
-                                      server_id=connections.SERVER_ID)
-        except Exception as exc:  # noqa: BLE001 - database trouble: refuse, keep no trace
+            with io_slot():
+                accepted = presence.socket_connected(sid=sid, user_id=user_id, name=name,
+                                                     namespace=self.namespace,
+                                                     server_id=connections.SERVER_ID)
+        except Exception as exc:  # noqa: BLE001 - presence store trouble: refuse, keep no trace
             connections.remove(sid)
-            db.session.rollback()
-            log.exception("presence on connect failed")
+            log.warning("connect refused, presence unavailable: %s", exc)
             raise _refuse("unavailable", "Try again shortly") from exc
-        control.track(sid, self.namespace, user.id, token, since)
+        if not accepted:
+            connections.remove(sid)
+            per_user = current_app.config["MAX_SOCKETS_PER_USER"]
+            raise _refuse("too_many_user_connections",
+                          f"This user already holds the maximum of {per_user} connections")
+        control.track(sid, self.namespace, user_id, token, since)
         last_event_id = auth.get("last_event_id")
         if isinstance(last_event_id, int) and not isinstance(last_event_id, bool):
             # Rooms are joined after the replay, so missed events arrive before live ones.
             socketio.start_background_task(self._replay_then_join, current_app._get_current_object(),
-                                           sid, SocketUser(user.id, user.is_admin), last_event_id)
+                                           sid, SocketUser(user_id, is_admin), last_event_id)
         else:
-            self.join_default_rooms(user, sid)
+            self.join_default_rooms(SocketUser(user_id, is_admin), sid)
 
     def join_default_rooms(self, user: User, sid: str) -> None:
         join_room(ROOM_ALL, sid=sid, namespace=self.namespace)
@@ -177,7 +276,11 @@ class AuthenticatedNamespace(Namespace):
         sid = request.sid
         control.untrack(sid)
         if connections.remove(sid) is not None:
-            presence.socket_disconnected(sid)
+            try:
+                with io_slot():
+                    presence.socket_disconnected(sid)
+            except Exception as exc:  # noqa: BLE001 - its entry expires by TTL instead
+                log.warning("presence on disconnect failed: %s", exc)
 
     def current_user(self) -> User | None:
         conn = connections.get(request.sid)
@@ -195,9 +298,31 @@ class AuthenticatedNamespace(Namespace):
                                            "message": "A valid access token of this user is required"}}
         return {"ok": True, "expires_at": claims["exp"]}
 
+    def limited(self, event: str) -> tuple[connections.Connection | None, dict | None]:
+        """This socket's registry entry, or the error ack: not connected, or over the
+        per-connection rate limit for ``event`` (``SOCKET_EVENT_LIMITS``)."""
+        conn = connections.get(request.sid)
+        if conn is None:
+            return None, _ack_error("unauthorized", "Not connected")
+        burst, per_second = event_limits(current_app.config).get(event, (0, 0))
+        if burst > 0:
+            wait = conn.take(event, burst, per_second)
+            if wait > 0:
+                return None, _ack_error("rate_limited", f"Too many {event} events; slow down",
+                                        {"event": event, "retry_after": round(wait, 3)})
+        return conn, None
+
     def on_heartbeat(self, data=None):
         """The client is alive and active."""
-        return {"ok": presence.heartbeat(request.sid)}
+        conn, refused = self.limited("heartbeat")
+        if refused:
+            return refused
+        try:
+            with io_slot():
+                return {"ok": presence.heartbeat(request.sid, conn.user_id)}
+        except Exception as exc:  # noqa: BLE001 - answer, never a traceback
+            log.warning("heartbeat failed: %s", exc)
+            return _ack_error("unavailable", "Try again shortly")
 
 
 class FeedNamespace(AuthenticatedNamespace):
@@ -208,6 +333,9 @@ class FeedNamespace(AuthenticatedNamespace):
         join_room(ROOM_ALL, sid=sid, namespace=self.namespace)
 
     def on_set_status(self, data=None):
+        conn, refused = self.limited("set_status")
+        if refused:
+            return refused
         user = self.current_user()
         if user is None:
             return {"ok": False}
@@ -230,26 +358,42 @@ class EpisodesNamespace(AuthenticatedNamespace):
         return room == ROOM_ALL or room.startswith("episode:")  # everyone reads episodes
 
     def on_join(self, data=None):
-        user = self.current_user()
+        conn, refused = self.limited("join")
+        if refused:
+            return refused
         episode_id = _int_field(data, "episode_id")
-        if user is None or episode_id is None:
-            return {"ok": False, "error": {"code": "validation_error",
-                                           "message": "episode_id is required", "details": {}}}
-        if db.session.get(Episode, episode_id) is None:
-            return {"ok": False, "error": {"code": "not_found", "message": "Episode not found",
-                                           "details": {}}}
-        self._join_replaying(episode_room(episode_id), data)
-        viewers = presence.view(sid=request.sid, user=user, resource_type="episode",
-                                resource_id=episode_id)
-        return {"ok": True, "viewers": viewers}
+        if episode_id is None:
+            return _ack_error("validation_error", "episode_id is required")
+        try:
+            with io_slot():
+                if not episode_exists(episode_id):
+                    return _ack_error("not_found", "Episode not found")
+                self._join_replaying(episode_room(episode_id), data)
+                got = presence.view(sid=request.sid, user_id=conn.user_id, name=conn.name,
+                                    resource_type="episode", resource_id=episode_id)
+        except Exception as exc:  # noqa: BLE001 - database or store trouble: a clear ack
+            db.session.rollback()
+            log.warning("join failed: %s", exc)
+            return _ack_error("unavailable", "Try again shortly")
+        if got is None:  # the socket left presence meanwhile (disconnecting)
+            return _ack_error("unavailable", "Try again shortly")
+        conn.resource = ("episode", episode_id)
+        return {"ok": True, **got}
 
     def on_leave(self, data=None):
-        user = self.current_user()
+        conn = connections.get(request.sid)
         episode_id = _int_field(data, "episode_id")
-        if user is None or episode_id is None:
+        if conn is None or episode_id is None:
             return {"ok": False}
         leave_room(episode_room(episode_id))
-        presence.unview(sid=request.sid, user=user, resource_type="episode", resource_id=episode_id)
+        if conn.resource == ("episode", episode_id):
+            conn.resource = None
+        try:
+            presence.unview(sid=request.sid, user_id=conn.user_id, name=conn.name,
+                            resource_type="episode", resource_id=episode_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("leave failed: %s", exc)
+            return _ack_error("unavailable", "Try again shortly")
         return {"ok": True}
 
 
@@ -260,13 +404,23 @@ class JobsNamespace(AuthenticatedNamespace):
         return room == ROOM_ALL or room.startswith(("job:", "episode:"))
 
     def on_subscribe(self, data=None):
+        _conn, refused = self.limited("subscribe")
+        if refused:
+            return refused
         job_id, episode_id = _int_field(data, "job_id"), _int_field(data, "episode_id")
-        if job_id is not None and db.session.get(Job, job_id) is not None:
-            self._join_replaying(job_room(job_id), data)
-            return {"ok": True, "room": job_room(job_id)}
-        if episode_id is not None and db.session.get(Episode, episode_id) is not None:
-            self._join_replaying(episode_room(episode_id), data)
-            return {"ok": True, "room": episode_room(episode_id)}
+        try:
+            with io_slot():
+                if job_id is not None and db.session.get(Job, job_id) is not None:
+                    db.session.close()
+                    self._join_replaying(job_room(job_id), data)
+                    return {"ok": True, "room": job_room(job_id)}
+                if episode_id is not None and episode_exists(episode_id):
+                    self._join_replaying(episode_room(episode_id), data)
+                    return {"ok": True, "room": episode_room(episode_id)}
+        except Exception as exc:  # noqa: BLE001 - a clear ack, never a traceback
+            db.session.rollback()
+            log.warning("subscribe failed: %s", exc)
+            return _ack_error("unavailable", "Try again shortly")
         code = "not_found" if (job_id or episode_id) else "validation_error"
         return {"ok": False, "error": {"code": code, "message": "Unknown job or episode",
                                        "details": {}}}

@@ -1,282 +1,331 @@
 """Presence: who is online, with what status, viewing what.
 
-State lives in the database (``user_presence`` per user, ``presence_sockets`` per socket),
-so every web process sees the same picture. Changes others must hear about
-(``presence_changed``, ``viewer_joined``, ``viewer_left``) go through the outbox like every
-other event: they get ids, reach clients on any process, and can be replayed.
+Two kinds of state (issue 12):
+- ephemeral, changing on every connect, join, heartbeat and disconnect: sockets with a TTL,
+  a user's sockets, viewers per resource, last activity. It lives in the presence store
+  (``presence_store``: Redis, or process memory on the embedded default); no row lock,
+  no transaction per join or heartbeat;
+- what must last, in PostgreSQL ``user_presence``: the chosen status (``offline`` means
+  invisible), the message, and the last activity, written by each web process in one
+  statement per refresh round (``flush_activity``), not per heartbeat.
+
+A user's shown status is their chosen one while they have a socket, else ``offline``.
+Invisible users are never shown to others: not as viewers, not online, no last activity.
+The events others hear (``presence_changed``, ``viewer_joined``/``viewer_left``,
+``viewers_changed``) are coalesced and emitted by ``app/realtime/presence_events.py``.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import threading
+from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from flask import current_app
+from sqlalchemy import func, select
 
 from app.errors import NotFound, ValidationError
 from app.extensions import db
-from app.models import PresenceSocket, User, UserPresence, isoformat, utcnow
+from app.models import User, UserPresence, isoformat, utcnow
 from app.models.base import insert_for_dialect
 from app.models.presence import STATUSES
-from app.services import events
-
-
-def _lock_presence(user_id: int) -> UserPresence:
-    """The user's presence row, created if missing, locked for this transaction.
-
-    The lock serialises connects and disconnects of one user across web processes, so
-    "last socket gone → offline" cannot race a new connect.
-    """
-    db.session.execute(
-        insert_for_dialect(UserPresence.__table__)
-        .values(user_id=user_id, status="offline", chosen_status="online",
-                created_at=utcnow(), updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["user_id"])
-    )
-    query = select(UserPresence).where(UserPresence.user_id == user_id)
-    if db.engine.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return db.session.scalars(query.execution_options(populate_existing=True)).one()
-
-
-def _socket_count(user_id: int) -> int:
-    return db.session.scalar(
-        select(func.count()).select_from(PresenceSocket).where(PresenceSocket.user_id == user_id)
-    ) or 0
-
-
-def presence_dict(presence: UserPresence | None, user: User) -> dict:
-    return {
-        "user_id": user.id,
-        "name": user.name,
-        "status": presence.status if presence else "offline",
-        "message": presence.message if presence else None,
-        "last_activity_at": isoformat(presence.last_activity_at) if presence else None,
-    }
-
-
-def _record_presence_changed(user: User, presence: UserPresence) -> None:
-    events.record(
-        "presence_changed", action="", actor=user, resource_type="user", resource_id=user.id,
-        resource_name=user.name, payload=presence_dict(presence, user),
-    )
-
-
-def _set_status(user: User, presence: UserPresence, status: str) -> None:
-    if presence.status != status:
-        presence.status = status
-        _record_presence_changed(user, presence)
-
-
-def socket_connected(*, sid: str, user: User, namespace: str, server_id: str) -> None:
-    """A socket came up: remember it; the user is online (with their chosen status)."""
-    presence = _lock_presence(user.id)
-    now = utcnow()
-    db.session.add(PresenceSocket(sid=sid, user_id=user.id, namespace=namespace,
-                                  server_id=server_id, last_heartbeat_at=now))
-    presence.last_activity_at = now
-    _set_status(user, presence, presence.chosen_status)
-    db.session.commit()
-
-
-def socket_disconnected(sid: str) -> bool:
-    """A socket went away (closed, refused later, or swept as stale). False if unknown."""
-    socket = db.session.get(PresenceSocket, sid)
-    if socket is None:
-        db.session.rollback()
-        return False
-    user = db.session.get(User, socket.user_id)
-    presence = _lock_presence(socket.user_id)
-    if socket.resource_type is not None:
-        _record_viewer(user, "viewer_left", socket.resource_type, socket.resource_id)
-    db.session.delete(socket)
-    db.session.flush()
-    if _socket_count(socket.user_id) == 0:
-        _set_status(user, presence, "offline")
-    db.session.commit()
-    return True
-
-
-def _viewer_event(user: User, name: str, resource_type: str, resource_id: int | None) -> dict:
-    return dict(
-        name=name, action="", actor=user, resource_type=resource_type, resource_id=resource_id,
-        payload={f"{resource_type}_id": resource_id, "resource_type": resource_type,
-                 "resource_id": resource_id, "user": {"id": user.id, "name": user.name}},
-    )
-
-
-def _record_viewer(user: User, name: str, resource_type: str, resource_id: int | None) -> None:
-    spec = _viewer_event(user, name, resource_type, resource_id)
-    events.record(spec.pop("name"), **spec)
-
-
-def view(*, sid: str, user: User, resource_type: str, resource_id: int) -> list[dict]:
-    """This socket now views the resource (one per socket; the previous one is left)."""
-    socket = db.session.get(PresenceSocket, sid)
-    if socket is None:
-        raise NotFound("Unknown connection")
-    if (socket.resource_type, socket.resource_id) != (resource_type, resource_id):
-        if socket.resource_type is not None:
-            _record_viewer(user, "viewer_left", socket.resource_type, socket.resource_id)
-        socket.resource_type, socket.resource_id = resource_type, resource_id
-        _record_viewer(user, "viewer_joined", resource_type, resource_id)
-    _touch(socket)
-    db.session.commit()
-    return viewers_of(resource_type, resource_id)
-
-
-def unview(*, sid: str, user: User, resource_type: str, resource_id: int) -> bool:
-    socket = db.session.get(PresenceSocket, sid)
-    if socket is None or (socket.resource_type, socket.resource_id) != (resource_type, resource_id):
-        db.session.rollback()
-        return False
-    socket.resource_type = socket.resource_id = None
-    _record_viewer(user, "viewer_left", resource_type, resource_id)
-    _touch(socket)
-    db.session.commit()
-    return True
-
-
-def _touch(socket: PresenceSocket) -> None:
-    now = utcnow()
-    socket.last_heartbeat_at = now
-    db.session.execute(update(UserPresence).where(UserPresence.user_id == socket.user_id)
-                       .values(last_activity_at=now, updated_at=now))
-
-
-def heartbeat(sid: str) -> bool:
-    """The client is alive and active: refresh the socket and the user's last activity."""
-    socket = db.session.get(PresenceSocket, sid)
-    if socket is None:
-        db.session.rollback()
-        return False
-    _touch(socket)
-    db.session.commit()
-    return True
-
-
-def set_status(user: User, status: str, message: str | None = None) -> dict:
-    """The user's chosen status; shown while connected ("offline" means invisible)."""
-    if status not in STATUSES:
-        raise ValidationError("Invalid status", details={"status": [f"Must be one of {STATUSES}."]})
-    presence = _lock_presence(user.id)
-    changed = presence.chosen_status != status or presence.message != message
-    presence.chosen_status = status
-    presence.message = message
-    presence.last_activity_at = utcnow()
-    shown = status if _socket_count(user.id) > 0 else "offline"
-    if presence.status != shown or changed:
-        presence.status = shown
-        _record_presence_changed(user, presence)
-    db.session.commit()
-    return presence_dict(presence, user)
-
-
-def get_presence(user_id: int) -> dict:
-    user = db.session.get(User, user_id)
-    if user is None:
-        raise NotFound("User not found")
-    body = presence_dict(db.session.get(UserPresence, user_id), user)
-    body["viewing"] = [
-        {"resource_type": t, "resource_id": i}
-        for t, i in db.session.execute(
-            select(PresenceSocket.resource_type, PresenceSocket.resource_id)
-            .where(PresenceSocket.user_id == user_id, PresenceSocket.resource_type.is_not(None))
-            .distinct())
-    ]
-    return body
-
-
-def online_users() -> list[dict]:
-    rows = db.session.execute(
-        select(UserPresence, User).join(User, User.id == UserPresence.user_id)
-        .where(UserPresence.status != "offline").order_by(User.name))
-    return [presence_dict(p, u) for p, u in rows]
-
+from app.realtime.presence_events import presence_events, presence_payload
+from app.services.presence_store import INVISIBLE, Removed, get_store, resource_key
+from app.services.presence_store import now as _now
 
 VIEWERS_LIMIT = 200
 
+_dirty_lock = threading.Lock()
+_activity_dirty: dict[int, float] = {}  # user_id → last activity not yet in PostgreSQL
 
-def viewers_of(resource_type: str, resource_id: int, *, limit: int = VIEWERS_LIMIT) -> list[dict]:
-    """Users with at least one socket viewing the resource now (one entry per user).
 
-    Capped: a join to a room of thousands must not read and send thousands of names.
+def _ttl() -> float:
+    return float(current_app.config["PRESENCE_STALE_SECONDS"])
+
+
+def _active(user_id: int, at: float) -> None:
+    with _dirty_lock:
+        _activity_dirty[user_id] = max(at, _activity_dirty.get(user_id, 0))
+
+
+def chosen_status(user_id: int) -> tuple[str, str | None]:
+    """(chosen status, message): the store's cache, else the row (read once, then cached)."""
+    store = get_store()
+    cached = store.get_chosen(user_id)
+    if cached is not None:
+        return cached
+    row = db.session.execute(
+        select(UserPresence.chosen_status, UserPresence.message)
+        .where(UserPresence.user_id == user_id)).first()
+    db.session.close()  # never hold a connection across the store's network calls
+    status, message = (row[0], row[1]) if row else ("online", None)
+    store.prime_chosen(user_id, status, message)
+    return store.get_chosen(user_id) or (status, message)
+
+
+def socket_connected(*, sid: str, user_id: int, name: str, namespace: str, server_id: str) -> bool:
+    """A socket came up. False when the user already holds ``MAX_SOCKETS_PER_USER``."""
+    store, now = get_store(), _now()
+    ok, shown, cached = store.connect(sid=sid, user_id=user_id, name=name, namespace=namespace,
+                                      server_id=server_id, expires_at=now + _ttl(),
+                                      cap=current_app.config["MAX_SOCKETS_PER_USER"], now=now)
+    # The chosen status comes back from the connect itself; only the first connect of a
+    # user the store has not seen reads it from PostgreSQL. (A socket views nothing yet
+    # at connect, so visibility only decides whether "came online" is announced.)
+    status, message = cached if cached is not None else chosen_status(user_id)
+    shown = shown and status != INVISIBLE
+    if ok:
+        _active(user_id, now)
+        if shown:
+            presence_events().presence_changed(presence_payload(user_id, name, status, message, now))
+    return ok
+
+
+def announce_removed(removed: list[Removed]) -> None:
+    """Tell others about sockets that went away (closed, expired, or their process ended)."""
+    if not removed:
+        return
+    store = get_store()
+    names = store.names_of(sorted({r.user_id for r in removed}))
+    offline = sorted({r.user_id for r in removed if r.went_offline})
+    last_seen = store.last_activity(offline)
+    events = presence_events()
+    for r in removed:
+        name = names.get(r.user_id) or ""
+        if r.left_resource:
+            events.viewer(r.resource, r.user_id, name, joined=False)
+        if r.went_offline:
+            events.presence_changed(presence_payload(
+                r.user_id, name, "offline", None, last_seen.get(r.user_id)))
+
+
+def sockets_gone(sids: list[str]) -> int:
+    """Sockets closed on this process: remove them and tell others. Returns how many."""
+    removed = get_store().disconnect(sids)
+    announce_removed(removed)
+    return len(removed)
+
+
+def socket_disconnected(sid: str) -> bool:
+    return sockets_gone([sid]) == 1
+
+
+def view(*, sid: str, user_id: int, name: str, resource_type: str, resource_id: int) -> dict | None:
+    """This socket now views the resource (one per socket; the previous one is left).
+
+    Returns ``{"viewers": the first VIEWERS_PAGE_SIZE by id, "viewer_count"}`` from the
+    same script call; None for an unknown socket.
     """
-    viewing = (select(PresenceSocket.user_id)
-               .where(PresenceSocket.resource_type == resource_type,
-                      PresenceSocket.resource_id == resource_id)
-               .distinct().order_by(PresenceSocket.user_id).limit(limit).subquery())
-    rows = db.session.execute(
-        select(User.id, User.name).join(viewing, viewing.c.user_id == User.id).order_by(User.id))
-    return [{"id": uid, "name": name} for uid, name in rows]
+    store, now = get_store(), _now()
+    resource = resource_key(resource_type, resource_id)
+    got = store.view(sid, resource, now=now, page=current_app.config["VIEWERS_PAGE_SIZE"])
+    if got is None:
+        return None
+    _active(user_id, now)
+    events = presence_events()
+    if got.left_previous:
+        events.viewer(got.previous, user_id, name, joined=False)
+    if got.joined:
+        events.viewer(resource, user_id, name, joined=True)
+    return {"viewers": got.first_page, "viewer_count": got.count}
 
 
-def stats() -> dict:
-    by_status = dict(db.session.execute(
-        select(UserPresence.status, func.count()).group_by(UserPresence.status)).all())
-    by_namespace = dict(db.session.execute(
-        select(PresenceSocket.namespace, func.count()).group_by(PresenceSocket.namespace)).all())
-    users_online = db.session.scalar(
-        select(func.count(func.distinct(PresenceSocket.user_id)))) or 0
+def unview(*, sid: str, user_id: int, name: str, resource_type: str, resource_id: int) -> bool:
+    resource = resource_key(resource_type, resource_id)
+    got = get_store().view(sid, "", now=_now(), expect=resource)
+    if got is None:
+        return False
+    if got.left_previous:
+        presence_events().viewer(resource, user_id, name, joined=False)
+    return True
+
+
+def heartbeat(sid: str, user_id: int) -> bool:
+    """The client is alive and active: push its socket's expiry, note the activity."""
+    now = _now()
+    missing = get_store().touch([sid], expires_at=now + _ttl(), now=now, activity_user=user_id)
+    _active(user_id, now)
+    return sid not in missing
+
+
+def set_status(user: User, status: str, message: str | None = None) -> dict:
+    """The user's chosen status (kept in PostgreSQL); ``offline`` means invisible."""
+    if status not in STATUSES:
+        raise ValidationError("Invalid status", details={"status": [f"Must be one of {STATUSES}."]})
+    user_id, name = user.id, user.name
+    before_status, before_message = chosen_status(user_id)
+    now = utcnow()
+    db.session.execute(
+        insert_for_dialect(UserPresence.__table__)
+        .values(user_id=user_id, chosen_status=status, message=message, last_activity_at=now,
+                created_at=now, updated_at=now)
+        .on_conflict_do_update(index_elements=["user_id"], set_={
+            "chosen_status": status, "message": message, "last_activity_at": now,
+            "updated_at": now}))
+    db.session.commit()
+    db.session.close()
+    store = get_store()
+    store.set_message(user_id, message)
+    sockets, joined, left = store.set_chosen(user_id, status)
+    stamp = now.timestamp()
+    store.touch([], expires_at=0, now=stamp, activity_user=user_id)
+    events = presence_events()
+    for resource in left:
+        events.viewer(resource, user_id, name, joined=False)
+    for resource in joined:
+        events.viewer(resource, user_id, name, joined=True)
+    shown_before = before_status if sockets and before_status != INVISIBLE else "offline"
+    shown = status if sockets and status != INVISIBLE else "offline"
+    if shown != shown_before or (shown != "offline" and message != before_message):
+        events.presence_changed(presence_payload(
+            user_id, name, shown, message, stamp if shown != "offline" else None))
+    return {"user_id": user_id, "name": name, "status": shown, "message": message,
+            "last_activity_at": isoformat(now)}
+
+
+def _iso(ts: float | None) -> str | None:
+    return isoformat(datetime.fromtimestamp(ts, UTC)) if ts else None
+
+
+def get_presence(user_id: int, viewer_id: int | None = None) -> dict:
+    """A user's presence as ``viewer_id`` may see it (an invisible user looks offline to
+    everyone else: no message, no last activity, viewing nothing)."""
+    row = db.session.execute(
+        select(User.id, User.name, UserPresence.chosen_status, UserPresence.message,
+               UserPresence.last_activity_at)
+        .outerjoin(UserPresence, UserPresence.user_id == User.id).where(User.id == user_id)).first()
+    if row is None:
+        raise NotFound("User not found")
+    db.session.close()
+    _, name, chosen, message, last_db = row
+    chosen = chosen or "online"
+    state = get_store().user_state(user_id, _now())
+    last = state["last_activity"] or (last_db.timestamp() if last_db else None)
+    if last_db and state["last_activity"]:
+        last = max(last, last_db.timestamp())
+    hidden = chosen == INVISIBLE and viewer_id != user_id
+    status = chosen if state["sockets"] and chosen != INVISIBLE else "offline"
     return {
-        "users_online": users_online,
-        "by_status": {s: by_status.get(s, 0) for s in STATUSES},
-        "connections": sum(by_namespace.values()),
-        "connections_by_namespace": by_namespace,
-        "viewing": db.session.scalar(select(func.count()).select_from(PresenceSocket)
-                                     .where(PresenceSocket.resource_type.is_not(None))) or 0,
+        "user_id": user_id, "name": name, "status": status,
+        "message": None if hidden else message,
+        "last_activity_at": None if hidden else _iso(last),
+        "viewing": [] if hidden else [
+            {"resource_type": r.partition(":")[0], "resource_id": int(r.partition(":")[2])}
+            for r in state["resources"]],
     }
 
 
-def refresh_server_sockets(server_id: str, sids: list[str]) -> None:
-    """A live web process vouches for its sockets, so the sweep only removes dead ones."""
-    if not sids:
-        return
-    db.session.execute(update(PresenceSocket)
-                       .where(PresenceSocket.server_id == server_id, PresenceSocket.sid.in_(sids))
-                       .values(last_heartbeat_at=utcnow()))
-    db.session.commit()
+def online_users() -> list[dict]:
+    """Everyone shown online (invisible users are not)."""
+    store = get_store()
+    ids = store.online_user_ids()
+    if not ids:
+        return []
+    rows = db.session.execute(
+        select(User.id, User.name, UserPresence.chosen_status, UserPresence.message)
+        .outerjoin(UserPresence, UserPresence.user_id == User.id)
+        .where(User.id.in_(ids)).order_by(User.name, User.id)).all()
+    db.session.close()
+    activity = store.last_activity(ids)
+    return [presence_payload(uid, name, chosen or "online", message, activity.get(uid))
+            for uid, name, chosen, message in rows if (chosen or "online") != INVISIBLE]
 
 
-def sweep_stale(stale_seconds: int, *, now: datetime | None = None) -> list[str]:
-    """Remove sockets silent for ``stale_seconds`` (their process died): viewer_left, offline."""
-    cutoff = (now or utcnow()) - timedelta(seconds=stale_seconds)
-    sids = list(db.session.scalars(
-        select(PresenceSocket.sid).where(PresenceSocket.last_heartbeat_at < cutoff).limit(1000)))
-    db.session.rollback()
-    return [sid for sid in sids if socket_disconnected(sid)]
+def viewers_of(resource_type: str, resource_id: int, *, limit: int = VIEWERS_LIMIT) -> list[dict]:
+    """Visible users viewing the resource now (one entry per user, by id), capped: a room of
+    thousands must not read and send thousands of names."""
+    return get_store().viewers(resource_key(resource_type, resource_id), limit)[1]
 
 
-def forget_server(server_id: str) -> int:
-    """Graceful shutdown of a web process: all its sockets are gone, in one transaction.
+def stats() -> dict:
+    store = get_store()
+    ids = store.online_user_ids()
+    chosen = store.chosen_of(ids)
+    by_status = {s: 0 for s in STATUSES}
+    for uid in ids:
+        by_status[chosen.get(uid, "online")] += 1
+    total = db.session.scalar(select(func.count()).select_from(User)) or 0
+    db.session.close()
+    by_status["offline"] = max(0, total - len(ids))
+    counts = store.counts()
+    by_namespace = {k[3:]: v for k, v in counts.items() if k.startswith("ns:") and v > 0}
+    return {
+        "users_online": len(ids),
+        "by_status": by_status,
+        "connections": sum(by_namespace.values()),
+        "connections_by_namespace": by_namespace,
+        "viewing": max(0, counts.get("viewing", 0)),
+    }
 
-    One transaction for all (not one per socket): a process holding thousands of sockets
-    must finish before its shutdown deadline.
-    """
-    sockets = list(db.session.scalars(
-        select(PresenceSocket).where(PresenceSocket.server_id == server_id)))
-    if not sockets:
-        db.session.rollback()
+
+def flush_activity() -> int:
+    """Write the last activity of users seen since the last flush: one statement for all."""
+    with _dirty_lock:
+        dirty = dict(_activity_dirty)
+        _activity_dirty.clear()
+    if not dirty:
         return 0
-    user_ids = sorted({s.user_id for s in sockets})
-    users = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(user_ids)))}
-    specs = [_viewer_event(users[s.user_id], "viewer_left", s.resource_type, s.resource_id)
-             for s in sockets if s.resource_type is not None]
-    db.session.execute(PresenceSocket.__table__.delete()
-                       .where(PresenceSocket.server_id == server_id))
-    still_connected = set(db.session.scalars(
-        select(PresenceSocket.user_id).where(PresenceSocket.user_id.in_(user_ids)).distinct()))
-    gone = [uid for uid in user_ids if uid not in still_connected]
-    query = select(UserPresence).where(UserPresence.user_id.in_(gone))
-    if db.engine.dialect.name == "postgresql":
-        query = query.with_for_update()
-    for presence in db.session.scalars(query):
-        if presence.status != "offline":
-            presence.status = "offline"
-            specs.append(dict(name="presence_changed", action="", actor=users[presence.user_id],
-                              resource_type="user", resource_id=presence.user_id,
-                              resource_name=users[presence.user_id].name,
-                              payload=presence_dict(presence, users[presence.user_id])))
-    events.record_many(specs)
-    db.session.commit()
-    return len(sockets)
+    now = utcnow()
+    table = UserPresence.__table__
+    rows = [{"user_id": uid, "chosen_status": "online", "last_activity_at":
+             datetime.fromtimestamp(ts, UTC), "created_at": now, "updated_at": now}
+            for uid, ts in sorted(dirty.items())]
+    stmt = insert_for_dialect(table)
+    stmt = stmt.on_conflict_do_update(index_elements=["user_id"], set_={
+        "last_activity_at": stmt.excluded.last_activity_at, "updated_at": stmt.excluded.updated_at})
+    try:
+        existing = set(db.session.scalars(select(User.id).where(User.id.in_(list(dirty)))))
+        rows = [r for r in rows if r["user_id"] in existing]  # a user deleted meanwhile
+        if rows:
+            db.session.execute(stmt, rows)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        with _dirty_lock:  # try again next round
+            for uid, ts in dirty.items():
+                _activity_dirty[uid] = max(ts, _activity_dirty.get(uid, 0))
+        raise
+    finally:
+        db.session.close()
+    return len(rows)
 
 
+def refresh_and_expire(local: list, *, reconnect) -> dict:
+    """One round of a web process's presence loop.
+
+    1. push the expiry of this process's live sockets (one script call per 1,000); any the
+       store no longer has (expired while this process stalled) are registered again
+       through ``reconnect(conn)``;
+    2. pop the sockets whose expiry passed (their process died without a goodbye) and
+       announce them (``viewer_left``, offline): a ZRANGEBYSCORE over the expiry set, not a
+       scan of every socket; every live process does it, the script makes each pop once;
+    3. write the last activities seen since the previous round.
+    """
+    store, now = get_store(), _now()
+    missing = store.touch([c.sid for c in local], expires_at=now + _ttl(), now=now)
+    by_sid = {c.sid: c for c in local}
+    for sid in missing:
+        if sid in by_sid:
+            reconnect(by_sid[sid])
+    expired = _pop_all_expired(store, now)
+    flushed = flush_activity()
+    return {"refreshed": len(local) - len(missing), "reregistered": len(missing),
+            "expired": len(expired), "activity_rows": flushed}
+
+
+def sweep_expired() -> int:
+    """Beat's safety net when no web process runs the loop: pop and announce expired sockets."""
+    removed = _pop_all_expired(get_store(), _now())
+    presence_events().flush()
+    return len(removed)
+
+
+def _pop_all_expired(store, now: float, batch: int = 1000) -> list[Removed]:
+    """Pop expired sockets a batch per script call (each call short, so Redis is never
+    blocked long), until none is left; announce them."""
+    removed: list[Removed] = []
+    for _ in range(100):
+        got = store.pop_expired(now, batch)
+        announce_removed(got)
+        removed += got
+        if len(got) < batch:
+            break
+    return removed
