@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # reconnects records a few, and each reconnecting client would replay the others'), and
 # would push every client past REPLAY_LIMIT into a resync. They are neither buffered,
 # replayed nor counted.
-NOT_REPLAYED = frozenset({"viewer_joined", "viewer_left", "presence_changed"})
+NOT_REPLAYED = frozenset({"viewer_joined", "viewer_left", "viewers_changed", "presence_changed"})
 
 KEY = "ec:replay"
 FLOOR_KEY = "ec:replay:floor"
