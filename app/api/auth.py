@@ -1,7 +1,7 @@
 """Auth: register, login, refresh, logout, me."""
 from __future__ import annotations
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
@@ -11,7 +11,7 @@ from flask_jwt_extended import (
 )
 from flask_smorest import Blueprint
 
-from app.api.schemas import LoginSchema, LogoutSchema, RegisterSchema
+from app.api.schemas import LoginSchema, LogoutSchema, RegisterSchema, SetupSchema
 from app.auth import revoke_current_token, revoke_encoded_token
 from app.services import users as user_service
 from app.services.serializers import user_dict
@@ -22,9 +22,23 @@ blp = Blueprint("auth", __name__, description="Authentication")
 @blp.route("/auth/register", methods=["POST"])
 @blp.arguments(RegisterSchema)
 def register(data):
-    """Create an account with the viewer role (public)."""
-    user = user_service.register(email=data["email"], password=data["password"], name=data["name"])
+    """Create an account with the viewer role (public); on the embedded default's first
+    run (no account yet) the first account becomes admin (see ``GET /auth/setup``)."""
+    user = user_service.register(email=data["email"], password=data["password"], name=data["name"],
+                                 first_becomes_admin=current_app.config["FIRST_USER_BECOMES_ADMIN"])
     return jsonify({"user": user_dict(user)}), 201
+
+
+@blp.route("/auth/setup")
+@blp.response(200, SetupSchema)
+def setup():
+    """First-run state (public): whether the next account registered becomes admin.
+
+    True only on the embedded default (no DATABASE_URL, development config) while the
+    instance has no account, so a newcomer can reach an admin account without the CLI.
+    """
+    enabled = current_app.config["FIRST_USER_BECOMES_ADMIN"]
+    return {"first_user_becomes_admin": user_service.first_user_becomes_admin(enabled)}
 
 
 @blp.route("/auth/login", methods=["POST"])
