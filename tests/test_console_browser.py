@@ -1,0 +1,217 @@
+"""The console in headless Chromium against a real server process and a real worker:
+live episode edits and viewers across two browsers, the bell across two tabs, an export's
+progress bar and zip download, preferences saved and reloaded."""
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+import requests
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from tests.browser import console_server, new_driver, require_browser, wait_until
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server(_schema):
+    """The real web process (and worker) for this module."""
+    require_browser()
+    with console_server() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browsers(tmp_path_factory):
+    """Two browser sessions (separate profiles), reused by the module's tests."""
+    require_browser()
+    pair = []
+    for _ in range(2):
+        directory = tmp_path_factory.mktemp("downloads")
+        driver = new_driver(directory)
+        driver.downloads = directory
+        pair.append(driver)
+    yield pair
+    for driver in pair:
+        driver.quit()
+
+
+def sign_in(driver, base: str, user) -> None:
+    """Sign in through the page's form, from a clean profile state."""
+    driver.get(f"{base}/#/login")
+    driver.execute_script("localStorage.clear()")
+    driver.get(f"{base}/#/login")
+    wait_until(lambda: driver.find_element(By.ID, "login-form"), "the sign-in form")
+    driver.find_element(By.NAME, "email").send_keys(user.email)
+    driver.find_element(By.NAME, "password").send_keys(user.password)
+    driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    wait_until(lambda: driver.find_element(By.ID, "me").text.startswith(user.name), "signed in")
+
+
+def go(driver, base: str, hash_: str) -> None:
+    driver.get(f"{base}/{hash_}")
+
+
+def live(driver) -> bool:
+    """The console's /feed socket is connected (the offline banner is not shown)."""
+    return driver.execute_script("return document.body.dataset.online") == "true"
+
+
+def css(driver, selector: str):
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def text(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def api(server, method: str, path: str, user, **kwargs):
+    return requests.request(method, f"{server.url}/api/v1{path}", headers=user.headers, timeout=10, **kwargs)
+
+
+def bell(driver) -> int:
+    """The bell's unread count; -1 until the page has fetched it."""
+    return int(driver.find_element(By.ID, "bell-count").get_attribute("data-count") or -1)
+
+
+def test_editor_edit_appears_live_with_editor_among_viewers(server, browsers, editor, viewer):
+    viewer_page, editor_page = browsers
+    ep = requests.post(f"{server.url}/api/v1/episodes", headers=editor.headers,
+                       json={"title": "Pilot", "episode_number": 1}, timeout=10).json()
+    sign_in(viewer_page, server.url, viewer)
+    go(viewer_page, server.url, f"#/episodes/{ep['id']}")
+    wait_until(lambda: viewer_page.find_element(By.ID, "episode-title").text == "Pilot", "the episode")
+    wait_until(lambda: viewer.name in text(viewer_page, "viewers"), "the viewer itself listed")
+    viewer_page.execute_script("window.__noReload = 'still here'")
+
+    sign_in(editor_page, server.url, editor)
+    go(editor_page, server.url, f"#/episodes/{ep['id']}")
+    title = wait_until(lambda: css(editor_page, "#episode-form [name=title]"), "the edit form")
+    wait_until(lambda: title.get_attribute("value") == "Pilot", "the form filled")
+    # The editor joined the room: the viewer's page lists the editor without a reload.
+    wait_until(lambda: editor.name in text(viewer_page, "viewers"), "the editor among the viewers")
+
+    title.clear()
+    title.send_keys("Pilot, final cut")
+    css(editor_page, "#episode-form [name=description]").send_keys("Locked on Friday")
+    css(editor_page, "#episode-form button[type=submit]").click()
+
+    wait_until(lambda: viewer_page.find_element(By.ID, "episode-title").text == "Pilot, final cut",
+               "the new title on the viewer's page")
+    assert viewer_page.find_element(By.ID, "episode-description").text == "Locked on Friday"
+    assert editor.name in viewer_page.find_element(By.ID, "episode-changed").text
+    assert viewer_page.execute_script("return window.__noReload") == "still here"
+    # The change is the server's, not just the page's.
+    body = requests.get(f"{server.url}/api/v1/episodes/{ep['id']}", headers=viewer.headers, timeout=10).json()
+    assert body["title"] == "Pilot, final cut"
+
+
+def test_bell_count_is_right_in_two_tabs(server, browsers, admin, viewer):
+    driver = browsers[0]
+    sign_in(driver, server.url, viewer)
+    first = driver.current_window_handle
+    go(driver, server.url, "#/episodes")
+    wait_until(lambda: live(driver), "tab 1 connected")
+    driver.switch_to.new_window("tab")
+    second = driver.current_window_handle
+    go(driver, server.url, "#/notifications")  # same profile: already signed in
+    wait_until(lambda: live(driver), "tab 2 connected")
+    wait_until(lambda: bell(driver) == 0, "the bell at 0")
+    wait_until(lambda: "No notifications" in text(driver, "inbox"), "the empty inbox")
+
+    sent = requests.post(f"{server.url}/api/v1/notifications", headers=admin.headers, timeout=10,
+                         json={"user_ids": [viewer.id], "type": "user:mention", "title": "Look at S1E1",
+                               "message": "Cut is ready"})
+    assert sent.status_code == 202, sent.text
+    wait_until(lambda: bell(driver) == 1, "the bell at 1 in tab 2")
+    wait_until(lambda: "Look at S1E1" in driver.find_element(By.ID, "inbox").text, "the inbox item live")
+    driver.switch_to.window(first)
+    wait_until(lambda: bell(driver) == 1, "the bell at 1 in tab 1")
+
+    driver.switch_to.window(second)
+    driver.find_element(By.CSS_SELECTOR, "#inbox [data-action=read]").click()
+    wait_until(lambda: bell(driver) == 0, "the bell at 0 in tab 2")
+    driver.switch_to.window(first)
+    wait_until(lambda: bell(driver) == 0, "the bell at 0 in tab 1")
+    assert api(server, "GET", "/notifications/unread-count", viewer).json()["count"] == 0
+    driver.switch_to.window(second)
+    driver.close()
+    driver.switch_to.window(first)
+
+
+def test_upload_then_export_progress_reaches_100_and_zip_downloads(server, browsers, editor, tmp_path):
+    driver = browsers[1]
+    ep = requests.post(f"{server.url}/api/v1/episodes", headers=editor.headers,
+                       json={"title": "Export me", "episode_number": 2}, timeout=10).json()
+    sign_in(driver, server.url, editor)
+    go(driver, server.url, f"#/episodes/{ep['id']}")
+    wait_until(lambda: live(driver) and driver.find_element(By.ID, "create-export"), "the episode page")
+
+    source = tmp_path / "script.txt"
+    source.write_bytes(b"INT. STUDIO - NIGHT\n" * 2000)
+    driver.find_element(By.ID, "upload-input").send_keys(str(source))
+    driver.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
+    wait_until(lambda: driver.find_element(By.ID, "upload-progress").get_attribute("value") == "100",
+               "the upload progress bar at 100")
+    wait_until(lambda: "script.txt" in driver.find_element(By.ID, "files").text, "the uploaded file listed")
+
+    driver.find_element(By.ID, "create-export").click()
+    row = "#jobs li[data-status=completed]"
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, row), "the export job completed", timeout=60)
+    bar = driver.find_element(By.CSS_SELECTOR, f"{row} progress")
+    assert bar.get_attribute("value") == "100"
+    assert driver.find_element(By.CSS_SELECTOR, f"{row} .job-pct").text == "100%"
+
+    for old in driver.downloads.glob("*"):
+        old.unlink()
+    driver.find_element(By.CSS_SELECTOR, f"{row} [data-action=download]").click()
+    zips = wait_until(lambda: [p for p in driver.downloads.glob("*.zip")], "the zip downloaded", timeout=30)
+    with zipfile.ZipFile(zips[0]) as archive:
+        names = archive.namelist()
+    assert any(name.endswith("script.txt") for name in names), names
+
+
+def test_preferences_save_and_reload(server, browsers, viewer):
+    driver = browsers[0]
+    sign_in(driver, server.url, viewer)
+    go(driver, server.url, "#/preferences")
+    wait_until(lambda: css(driver, "#preferences-form[data-loaded=true]"), "preferences")
+
+    driver.find_element(By.CSS_SELECTOR, "input[name=muted][value='episode:updated']").click()
+    driver.find_element(By.CSS_SELECTOR, "input[name='channel:job:failed'][value=email]").click()
+    driver.find_element(By.CSS_SELECTOR, "input[name='channel:file:ready'][value=email]").click()
+    driver.find_element(By.ID, "quiet-on").click()
+    driver.execute_script("document.getElementById('quiet-start').value = '21:30';"
+                          "document.getElementById('quiet-end').value = '06:45';")
+    Select(driver.find_element(By.ID, "timezone")).select_by_value("Europe/Paris")
+    Select(driver.find_element(By.ID, "digest")).select_by_value("daily")
+    driver.find_element(By.CSS_SELECTOR, "#preferences-form button[type=submit]").click()
+    wait_until(lambda: driver.find_element(By.ID, "preferences-status").text == "Saved.", "saved")
+
+    driver.refresh()
+    wait_until(lambda: css(driver, "#preferences-form[data-loaded=true]"), "reloaded")
+
+    def checked(selector: str) -> bool:
+        return css(driver, selector).is_selected()
+
+    def chosen(element_id: str) -> str:
+        return Select(driver.find_element(By.ID, element_id)).first_selected_option.get_attribute("value")
+
+    assert checked("input[name=muted][value='episode:updated']")
+    assert not checked("input[name=muted][value='job:failed']")
+    assert not checked("input[name='channel:job:failed'][value=email]")
+    assert checked("input[name='channel:job:failed'][value=in_app]")
+    assert checked("input[name='channel:file:ready'][value=email]")
+    assert checked("#quiet-on")
+    assert driver.find_element(By.ID, "quiet-start").get_attribute("value") == "21:30"
+    assert driver.find_element(By.ID, "quiet-end").get_attribute("value") == "06:45"
+    assert chosen("timezone") == "Europe/Paris"
+    assert chosen("digest") == "daily"
+    stored = api(server, "GET", "/notifications/preferences", viewer).json()
+    assert stored["muted_types"] == ["episode:updated"]
+    assert stored["quiet_hours"] == {"start": "21:30", "end": "06:45"}
+    assert stored["timezone"] == "Europe/Paris" and stored["digest_frequency"] == "daily"
+    assert stored["channels"]["job:failed"] == ["in_app"]
+    assert stored["channels"]["file:ready"] == ["in_app", "email"]
