@@ -120,3 +120,37 @@ def test_event_stats_per_minute_with_delivery_lag(client, admin, editor):
     assert client.get("/api/v1/events/stats", headers=editor.headers).status_code == 403
     bad = client.get("/api/v1/events/stats?minutes=0", headers=admin.headers)
     assert bad.status_code == 422 and "minutes" in str(bad.json["error"]["details"])
+
+
+def test_demo_command_fills_the_instance_through_the_services(app, runner):
+    result = runner.invoke(args=["demo", "--password", "password123"])
+    assert result.exit_code == 0, result.output
+    assert "ada@demo.example" in result.output
+    client = app.test_client()
+
+    def sign_in(email: str) -> dict:
+        login = client.post("/api/v1/auth/login", json={"email": email, "password": "password123"})
+        assert login.status_code == 200, login.json
+        return {"Authorization": f"Bearer {login.json['access_token']}"}
+
+    headers = sign_in("ada@demo.example")
+    assert client.get("/api/v1/auth/me", headers=headers).json["role"] == "admin"
+    episodes = client.get("/api/v1/episodes?limit=100", headers=headers).json["items"]
+    assert len(episodes) == 6
+    assert {e["status"] for e in episodes} >= {"published", "in_review", "draft"}
+    jobs = client.get("/api/v1/jobs?limit=100", headers=headers).json["items"]
+    assert len(jobs) == 3 and {j["status"] for j in jobs} == {"completed"}
+    exports = [j for j in jobs if j["type"] == "export"]
+    assert all(j["result"]["file_id"] for j in exports)
+    pilot = next(e for e in episodes if e["title"] == "Pilot")
+    listing = client.get(f"/api/v1/episodes/{pilot['id']}/files", headers=headers).json["items"]
+    names = {f["filename"] for f in listing}
+    assert {"script.txt", "notes.md"} <= names and any(n.endswith(".zip") for n in names)
+    timeline = client.get(f"/api/v1/activity/episode/{pilot['id']}/timeline", headers=headers).json["items"]
+    assert any(a["changes"] for a in timeline)
+    inbox = client.get("/api/v1/notifications", headers=headers).json["items"]
+    assert any(n["title"] == "Welcome to Episode Control" for n in inbox)
+    vera_inbox = client.get("/api/v1/notifications", headers=sign_in("vera@demo.example")).json["items"]
+    assert {"Welcome to Episode Control", "Eddie mentioned you"} <= {n["title"] for n in vera_inbox}
+    again = runner.invoke(args=["demo"])
+    assert again.exit_code != 0 and "already" in again.output
