@@ -10,7 +10,7 @@ function svg(tag, attrs = {}, text) {
 
 // points: [{label, value}]; a titled, labelled figure readable by screen readers.
 export function barChart(title, points, { unit = '', height = 160 } = {}) {
-  const width = Math.max(280, points.length * 18);
+  const width = 480;
   const max = Math.max(1, ...points.map((p) => p.value));
   const pad = 24;
   const bar = (width - pad) / Math.max(1, points.length);
@@ -20,7 +20,8 @@ export function barChart(title, points, { unit = '', height = 160 } = {}) {
   root.append(svg('text', { x: 0, y: 12, class: 'chart-label' }, `${max}${unit}`));
   points.forEach((p, i) => {
     const h = Math.round((p.value / max) * (height - 20));
-    const rect = svg('rect', { x: pad + i * bar + 1, y: height - h, width: Math.max(1, bar - 2), height: h, class: 'bar' });
+    const gap = bar > 6 ? 2 : 0.5;
+    const rect = svg('rect', { x: pad + i * bar + gap / 2, y: height - h, width: Math.max(0.5, bar - gap), height: h, class: 'bar' });
     rect.append(svg('title', {}, `${p.label}: ${p.value}${unit}`));
     root.append(rect);
   });

@@ -53,15 +53,21 @@ export function mount(main, ctx) {
     el.addEventListener('submit', async (event) => {
       event.preventDefault();
       error.textContent = '';
-      const body = {
+      // Only the fields this person changed: another editor's concurrent change to a
+      // different field is not overwritten with this page's older value.
+      const values = {
         title: inputs.title.value.trim(), episode_number: Number(inputs.episode_number.value),
         description: inputs.description.value, status: inputs.status.value,
         categories: inputs.categories.value.split(',').map((c) => c.trim()).filter(Boolean),
+        season: inputs.season.value ? Number(inputs.season.value) : undefined,
       };
-      if (inputs.season.value) body.season = Number(inputs.season.value);
+      const body = {};
+      for (const key of dirty) if (values[key] !== undefined) body[key] = values[key];
+      if (!Object.keys(body).length) { error.textContent = 'Nothing changed.'; return; }
       try {
+        const saved = await ctx.api.patch(`/episodes/${id}`, body);
         dirty.clear();
-        showEpisode({ ...state.episode, ...(await ctx.api.patch(`/episodes/${id}`, body)) });
+        showEpisode({ ...state.episode, ...saved });
         toast('Saved');
       } catch (err) { error.textContent = errorText(err); }
     });
@@ -74,6 +80,12 @@ export function mount(main, ctx) {
     });
     // Fields someone is typing into keep their text; the others follow the live value.
     el.fill = (ep) => {
+      // A published episode's status is not one the form can set: shown, not offered.
+      const options = ['draft', 'in_review', 'archived'];
+      if (!dirty.has('status')) {
+        clear(inputs.status, options.concat(options.includes(ep.status) ? [] : [ep.status])
+          .map((s) => h('option', { value: s, disabled: !options.includes(s) }, s)));
+      }
       for (const key of EDITABLE) {
         if (dirty.has(key)) continue;
         const value = ep[key];

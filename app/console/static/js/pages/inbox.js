@@ -18,7 +18,7 @@ export function mount(main, ctx) {
       try { await ctx.api.del(`/notifications/${n.id}`); reload(); } catch (err) { toast(errorText(err), 'error'); }
     });
     const link = n.data && n.data.episode_id ? h('a', { href: `#/episodes/${n.data.episode_id}` }, 'Open episode') : null;
-    return h('li', { class: `card notification ${n.read ? 'read' : 'unread'} priority-${n.priority}`, dataset: { notificationId: n.id } },
+    return h('li', { class: `card notification ${n.read ? 'read' : 'unread'} prio-${n.priority}`, dataset: { notificationId: n.id } },
       h('div', { class: 'notification-head' },
         h('strong', {}, n.title), ' ', h('span', { class: `pill priority-${n.priority}` }, n.priority), ' ',
         h('span', { class: 'muted small' }, n.type), ' ', h('small', { class: 'muted' }, timeEl(n.created_at)),
