@@ -18,6 +18,9 @@ CHROMIUM = os.environ.get("CHROMIUM_BINARY") or shutil.which("chromium") or shut
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
 
 
+OPEN_DRIVERS: list = []  # for failure reports
+
+
 def require_browser() -> None:
     """Skip without Chromium on a developer machine; fail in CI (EC_REQUIRE_BROWSER=1)."""
     missing = [name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if not path]
@@ -49,13 +52,15 @@ def new_driver(download_dir: Path, *, width: int = 1280, height: int = 900):
     })
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    OPEN_DRIVERS.append(driver)
     driver.execute_cdp_cmd("Page.setDownloadBehavior",
                            {"behavior": "allow", "downloadPath": str(download_dir)})
     return driver
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll until ``predicate()`` is truthy (bounded); its value is returned."""
+    """Poll until ``predicate()`` is truthy (bounded); its value is returned. A timeout
+    reports what every open browser showed and logged."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -67,7 +72,21 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -
             last_error = exc
         time.sleep(0.1)
     detail = f" (last error: {last_error})" if last_error else ""
+    for driver in OPEN_DRIVERS:
+        detail += "\n" + page_report(driver)
     raise AssertionError(f"timed out waiting for {what}{detail}")
+
+
+def page_report(driver: Any) -> str:
+    """What the page showed and logged: for failure messages."""
+    try:
+        body = driver.execute_script("return document.body.innerText")[:1500]
+        if driver.session_id is None:
+            return ""
+        logs = "\n".join(e["message"][:300] for e in driver.get_log("browser"))
+        return f"url: {driver.current_url}\npage:\n{body}\nconsole:\n{logs}"
+    except Exception as exc:  # noqa: BLE001 - the report must not hide the real failure
+        return f"(no page report: {exc})"
 
 
 @contextmanager
@@ -86,3 +105,42 @@ def console_server() -> Iterator[Any]:
         else:
             server = stack.enter_context(web_server(async_mode="threading", EMBEDDED_WORKER="1"))
         yield server
+
+
+@contextmanager
+def server_on_port(port: int) -> Iterator[Any]:
+    """``python wsgi.py`` on a given port (so a test can stop it and start it again at the
+    same address), in the same mode as ``console_server``; stopped with SIGTERM."""
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.processes import ROOT, Server, _log_file, _wait_for, service_env, stop
+
+    env = service_env(HOST="127.0.0.1", PORT=str(port))
+    if _Config.REDIS_URL:
+        env["SOCKETIO_ASYNC_MODE"] = "eventlet"
+    else:
+        env.update(SOCKETIO_ASYNC_MODE="threading", EMBEDDED_WORKER="1")
+    log = _log_file("web")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            return requests.get(f"{url}/api/v1/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        _wait_for(up, 60, "web server", log)
+        if proc.poll() is not None:
+            raise RuntimeError(f"web server exited:\n{log.read_text()[-4000:]}")
+        yield Server(proc, url, log)
+    finally:
+        stop(proc)

@@ -10,7 +10,14 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.browser import console_server, new_driver, require_browser, wait_until
+from tests.browser import (
+    OPEN_DRIVERS,
+    console_server,
+    new_driver,
+    require_browser,
+    server_on_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -35,6 +42,7 @@ def browsers(tmp_path_factory):
         pair.append(driver)
     yield pair
     for driver in pair:
+        OPEN_DRIVERS.remove(driver)
         driver.quit()
 
 
@@ -215,3 +223,36 @@ def test_preferences_save_and_reload(server, browsers, viewer):
     assert stored["timezone"] == "Europe/Paris" and stored["digest_frequency"] == "daily"
     assert stored["channels"]["job:failed"] == ["in_app"]
     assert stored["channels"]["file:ready"] == ["in_app", "email"]
+
+
+def test_offline_banner_then_reconnects_by_itself_and_catches_up(app, browsers, editor, viewer):
+    from app.models import User
+    from app.services import episodes
+    from tests.processes import free_port
+
+    driver = browsers[0]
+    port = free_port()
+    with server_on_port(port) as first:
+        sign_in(driver, first.url, viewer)
+        go(driver, first.url, "#/episodes")
+        wait_until(lambda: live(driver) and "No episodes" in text(driver, "episode-list"), "the live list")
+        assert not driver.find_element(By.ID, "offline").is_displayed()
+        # A new episode appears in the open list live (episode_created), without a reload.
+        created = requests.post(f"{first.url}/api/v1/episodes", headers=editor.headers, timeout=10,
+                                json={"title": "Seen live", "episode_number": 6})
+        assert created.status_code == 201
+        wait_until(lambda: "Seen live" in text(driver, "episode-list"), "the episode created live")
+    # The server is gone: the page says so instead of silently showing stale data.
+    wait_until(lambda: driver.find_element(By.ID, "offline").is_displayed(), "the offline banner")
+
+    # A change made while the page was offline (committed and delivered; no socket heard it).
+    with app.app_context():
+        episodes.create_episode(app.extensions["sqlalchemy"].session.get(User, editor.id),
+                                {"title": "Made while offline", "episode_number": 7})
+
+    with server_on_port(port):
+        # No reload, no click: the page reconnects by itself and catches up.
+        wait_until(lambda: live(driver), "reconnected", timeout=30)
+        wait_until(lambda: not driver.find_element(By.ID, "offline").is_displayed(), "the banner gone")
+        wait_until(lambda: "Made while offline" in text(driver, "episode-list"), "the missed episode")
+        assert "Seen live" in text(driver, "episode-list")
