@@ -217,6 +217,13 @@ def test_preferences_save_and_reload(server, browsers, viewer):
     assert driver.find_element(By.ID, "quiet-end").get_attribute("value") == "06:45"
     assert chosen("timezone") == "Europe/Paris"
     assert chosen("digest") == "daily"
+    # Phone width: the page reflows instead of scrolling sideways.
+    driver.set_window_size(390, 844)
+    try:
+        fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+        wait_until(lambda: driver.execute_script(fits), "no sideways scroll at 390 px")
+    finally:
+        driver.set_window_size(1280, 900)
     stored = api(server, "GET", "/notifications/preferences", viewer).json()
     assert stored["muted_types"] == ["episode:updated"]
     assert stored["quiet_hours"] == {"start": "21:30", "end": "06:45"}

@@ -194,9 +194,19 @@ export function mount(main, ctx) {
       h('span', { class: 'job-pct' }, `${pct}%`),
       job.error ? h('small', { class: 'error' }, ` ${job.error}`) : null, ' ', actions);
   }
+  // The list is redrawn, and a focused button gets the focus back: progress events
+  // arrive several times a second and must not pull a keyboard user's focus away.
   function drawJobs() {
+    const active = document.activeElement;
+    const focused = active && active.closest && active.closest('#jobs li[data-job-id]');
+    const focus = focused ? { id: focused.dataset.jobId, action: active.dataset.action } : null;
     clear(jobsList, [...state.jobs.values()].sort((a, b) => b.id - a.id).map(jobRow));
     if (!state.jobs.size) jobsList.append(h('li', { class: 'muted' }, 'No jobs.'));
+    if (focus) {
+      const row = jobsList.querySelector(`li[data-job-id="${focus.id}"]`);
+      const target = row && (row.querySelector(`[data-action="${focus.action}"]`) || row.querySelector('button'));
+      if (target) target.focus();
+    }
   }
   async function loadJobs() {
     const page = await ctx.api.get('/jobs', { episode_id: id, limit: 50 });
