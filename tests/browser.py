@@ -108,7 +108,7 @@ def console_server() -> Iterator[Any]:
 
 
 @contextmanager
-def server_on_port(port: int) -> Iterator[Any]:
+def server_on_port(port: int, **extra_env: str) -> Iterator[Any]:
     """``python wsgi.py`` on a given port (so a test can stop it and start it again at the
     same address), in the same mode as ``console_server``; stopped with SIGTERM."""
     import subprocess
@@ -118,7 +118,7 @@ def server_on_port(port: int) -> Iterator[Any]:
 
     from tests.processes import ROOT, Server, _log_file, _wait_for, service_env, stop
 
-    env = service_env(HOST="127.0.0.1", PORT=str(port))
+    env = service_env(HOST="127.0.0.1", PORT=str(port), **extra_env)
     if _Config.REDIS_URL:
         env["SOCKETIO_ASYNC_MODE"] = "eventlet"
     else:

@@ -232,15 +232,23 @@ def test_preferences_save_and_reload(server, browsers, viewer):
     assert stored["channels"]["file:ready"] == ["in_app", "email"]
 
 
+def access_token(driver) -> str:
+    return driver.execute_script("return JSON.parse(localStorage.getItem('ec.auth')).access_token")
+
+
 def test_offline_banner_then_reconnects_by_itself_and_catches_up(app, browsers, editor, viewer):
+    """Also with access tokens that expire in 2 s: the page refreshes them by itself (REST
+    401s and a socket refused for an expired token) and stays signed in."""
     from app.models import User
     from app.services import episodes
     from tests.processes import free_port
 
     driver = browsers[0]
     port = free_port()
-    with server_on_port(port) as first:
+    short = {"JWT_ACCESS_TOKEN_SECONDS": "2"}
+    with server_on_port(port, **short) as first:
         sign_in(driver, first.url, viewer)
+        signed_in_with = access_token(driver)
         go(driver, first.url, "#/episodes")
         wait_until(lambda: live(driver) and "No episodes" in text(driver, "episode-list"), "the live list")
         assert not driver.find_element(By.ID, "offline").is_displayed()
@@ -257,9 +265,12 @@ def test_offline_banner_then_reconnects_by_itself_and_catches_up(app, browsers, 
         episodes.create_episode(app.extensions["sqlalchemy"].session.get(User, editor.id),
                                 {"title": "Made while offline", "episode_number": 7})
 
-    with server_on_port(port):
+    with server_on_port(port, **short):
         # No reload, no click: the page reconnects by itself and catches up.
         wait_until(lambda: live(driver), "reconnected", timeout=30)
         wait_until(lambda: not driver.find_element(By.ID, "offline").is_displayed(), "the banner gone")
         wait_until(lambda: "Made while offline" in text(driver, "episode-list"), "the missed episode")
         assert "Seen live" in text(driver, "episode-list")
+        # The first token expired long ago: the page lives on refreshed ones.
+        assert access_token(driver) != signed_in_with
+        assert text(driver, "me").startswith(viewer.name)

@@ -64,6 +64,25 @@ export function refreshTokens(failedAccessToken) {
   return inFlight;
 }
 
+// Seconds until the access token expires (its own "exp" claim; not verified here, the
+// server does that), or -Infinity when there is none.
+export function tokenSecondsLeft(token) {
+  try {
+    const payload = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    return payload.exp - Date.now() / 1000;
+  } catch { return -Infinity; }
+}
+
+// A token good for at least a few more seconds: refreshed first when it is about to expire.
+export async function freshAccessToken() {
+  const current = session();
+  if (!current) return null;
+  if (tokenSecondsLeft(current.access_token) > 5) return current.access_token;
+  try {
+    return (await refreshTokens(current.access_token)).access_token;
+  } catch { return (session() || {}).access_token || null; }
+}
+
 function url(path, query) {
   const u = new URL(API + path, window.location.origin);
   for (const [k, v] of Object.entries(query || {})) {

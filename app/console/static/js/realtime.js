@@ -3,9 +3,9 @@
 // re-sends the page's joins/subscriptions after every connect (rooms do not survive a
 // reconnect), de-duplicates events by id (delivery is at-least-once), and tells the app to
 // refetch over REST after a reconnect or a resync_required (replay is bounded).
-import { refreshTokens, session } from './api.js';
+import { freshAccessToken, refreshTokens, session } from './api.js';
 
-const REFUSED_AUTH = new Set(['unauthorized', 'invalid_token']);
+const REFUSED_AUTH = /unauthorized|invalid_token/;
 
 export class Realtime {
   constructor() {
@@ -32,10 +32,13 @@ export class Realtime {
 
   open(ns) {
     const socket = this.manager.socket(ns, {
+      // Called before every (re)connect: a token about to expire is refreshed first.
       auth: (cb) => {
-        const auth = { token: (session() || {}).access_token };
-        if (this.lastIds[ns] !== undefined) auth.last_event_id = this.lastIds[ns];
-        cb(auth);
+        freshAccessToken().then((token) => {
+          const auth = { token };
+          if (this.lastIds[ns] !== undefined) auth.last_event_id = this.lastIds[ns];
+          cb(auth);
+        });
       },
     });
     this.sockets[ns] = socket;
@@ -59,8 +62,9 @@ export class Realtime {
     socket.on('connect_error', async (err) => {
       this.emitState();
       if (socket.active) return; // a transport error: the manager retries by itself
-      const code = err && err.data && err.data.code;
-      if (REFUSED_AUTH.has(code) && authRetries < 3) {
+      // python-socketio sends a refusal's dict as the message text: match the code in it.
+      const code = (err && err.data && err.data.code) || (err && err.message) || '';
+      if (REFUSED_AUTH.test(code) && authRetries < 3) {
         authRetries += 1;
         try {
           await refreshTokens((session() || {}).access_token);
