@@ -47,8 +47,11 @@ def browsers(tmp_path_factory):
 
 
 def sign_in(driver, base: str, user) -> None:
-    """Sign in through the page's form, from a clean profile state."""
-    driver.get(f"{base}/#/login")
+    """Sign in through the page's form, from a clean profile state.
+
+    Leaving the console for another document of the origin first unloads the previous
+    test's page (a hash-only change would keep it, and its sockets, alive)."""
+    driver.get(f"{base}/api/v1/health")
     driver.execute_script("localStorage.clear()")
     driver.get(f"{base}/#/login")
     wait_until(lambda: driver.find_element(By.ID, "login-form"), "the sign-in form")
@@ -274,3 +277,44 @@ def test_offline_banner_then_reconnects_by_itself_and_catches_up(app, browsers, 
         # The first token expired long ago: the page lives on refreshed ones.
         assert access_token(driver) != signed_in_with
         assert text(driver, "me").startswith(viewer.name)
+
+
+def test_admin_people_search_and_timeline_pages(server, browsers, admin, editor, viewer):
+    admin_page, viewer_page = browsers
+    ep = api(server, "POST", "/episodes", editor, json={"title": "Lighthouse", "episode_number": 3}).json()
+    assert api(server, "PATCH", f"/episodes/{ep['id']}", editor,
+               json={"description": "Foggy"}).status_code == 200
+
+    sign_in(viewer_page, server.url, viewer)
+    go(viewer_page, server.url, "#/people")
+    wait_until(lambda: viewer.name in text(viewer_page, "people"), "the viewer online")
+
+    sign_in(admin_page, server.url, admin)
+    go(admin_page, server.url, "#/admin")
+    # Live connection stats from GET /realtime/stats: both browsers are connected.
+    wait_until(lambda: int(css(admin_page, "#realtime-stats .tile-value").text) >= 2, "users online")
+    wait_until(lambda: len(admin_page.find_elements(By.CSS_SELECTOR, "#dashboard figure svg")) >= 3, "charts")
+    assert "Events per minute" in text(admin_page, "dashboard")
+    role = css(admin_page, f"#users select[data-user-id='{viewer.id}']")
+    Select(role).select_by_value("editor")
+    wait_until(lambda: api(server, "GET", "/auth/me", viewer).json()["role"] == "editor", "the role changed")
+
+    # My status, set on one page, shows on another user's "who is online" without a reload.
+    go(admin_page, server.url, "#/people")
+    Select(wait_until(lambda: css(admin_page, "#status-form select"), "status form")).select_by_value("busy")
+    css(admin_page, "#status-form input[name=message]").send_keys("In the edit suite")
+    css(admin_page, "#status-form button[type=submit]").click()
+    admin_row = f"#people li[data-user-id='{admin.id}']"
+    wait_until(lambda: "In the edit suite" in css(viewer_page, admin_row).text
+               and "Busy" in css(viewer_page, admin_row).text, "the status live")
+
+    # Search over activity, then the resource's timeline with before/after.
+    go(admin_page, server.url, "#/activity")
+    search = wait_until(lambda: css(admin_page, "#search-form input[type=search]"), "search")
+    search.send_keys("Lighthouse")
+    css(admin_page, "#search-form button[type=submit]").click()
+    wait_until(lambda: "Lighthouse" in text(admin_page, "activity")
+               and "timeline" in text(admin_page, "activity"), "search results")
+    css(admin_page, f"#activity a[href='#/timeline/episode/{ep['id']}']").click()
+    wait_until(lambda: css(admin_page, "#timeline .changes .after").text == "Foggy", "the after value")
+    assert css(admin_page, "#timeline .changes .before").text == "—"
