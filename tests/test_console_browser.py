@@ -82,6 +82,20 @@ def api(server, method: str, path: str, user, **kwargs):
     return requests.request(method, f"{server.url}/api/v1{path}", headers=user.headers, timeout=10, **kwargs)
 
 
+UNLABELLED = """
+return [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+  .filter((el) => el.offsetParent !== null || el.type === 'checkbox')
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !(el.textContent || '').trim() && el.type !== 'hidden')
+  .map((el) => el.outerHTML.slice(0, 120));
+"""
+
+
+def assert_labelled(driver) -> None:
+    """Every visible control has a name a screen reader can say (label, aria-label or text)."""
+    assert driver.execute_script(UNLABELLED) == []
+
+
 def bell(driver) -> int:
     """The bell's unread count; -1 until the page has fetched it."""
     return int(driver.find_element(By.ID, "bell-count").get_attribute("data-count") or -1)
@@ -101,6 +115,7 @@ def test_editor_edit_appears_live_with_editor_among_viewers(server, browsers, ed
     go(editor_page, server.url, f"#/episodes/{ep['id']}")
     title = wait_until(lambda: css(editor_page, "#episode-form [name=title]"), "the edit form")
     wait_until(lambda: title.get_attribute("value") == "Pilot", "the form filled")
+    assert_labelled(editor_page)
     # The editor joined the room: the viewer's page lists the editor without a reload.
     wait_until(lambda: editor.name in text(viewer_page, "viewers"), "the editor among the viewers")
 
@@ -190,6 +205,7 @@ def test_preferences_save_and_reload(server, browsers, viewer):
     go(driver, server.url, "#/preferences")
     wait_until(lambda: css(driver, "#preferences-form[data-loaded=true]"), "preferences")
 
+    assert_labelled(driver)
     driver.find_element(By.CSS_SELECTOR, "input[name=muted][value='episode:updated']").click()
     driver.find_element(By.CSS_SELECTOR, "input[name='channel:job:failed'][value=email]").click()
     driver.find_element(By.CSS_SELECTOR, "input[name='channel:file:ready'][value=email]").click()
@@ -295,6 +311,7 @@ def test_admin_people_search_and_timeline_pages(server, browsers, admin, editor,
     wait_until(lambda: int(css(admin_page, "#realtime-stats .tile-value").text) >= 2, "users online")
     wait_until(lambda: len(admin_page.find_elements(By.CSS_SELECTOR, "#dashboard figure svg")) >= 3, "charts")
     assert "Events per minute" in text(admin_page, "dashboard")
+    assert_labelled(admin_page)
     role = css(admin_page, f"#users select[data-user-id='{viewer.id}']")
     Select(role).select_by_value("editor")
     wait_until(lambda: api(server, "GET", "/auth/me", viewer).json()["role"] == "editor", "the role changed")

@@ -23,7 +23,7 @@ blp = Blueprint("auth", __name__, description="Authentication")
 @blp.arguments(RegisterSchema)
 def register(data):
     """Create an account with the viewer role (public); on the embedded default's first
-    run (no account yet) the first account becomes admin (see ``GET /auth/setup``)."""
+    run (no account yet) the first account becomes admin (see GET /auth/setup)."""
     user = user_service.register(email=data["email"], password=data["password"], name=data["name"],
                                  first_becomes_admin=current_app.config["FIRST_USER_BECOMES_ADMIN"])
     return jsonify({"user": user_dict(user)}), 201
