@@ -335,3 +335,31 @@ def test_admin_people_search_and_timeline_pages(server, browsers, admin, editor,
     css(admin_page, f"#activity a[href='#/timeline/episode/{ep['id']}']").click()
     wait_until(lambda: css(admin_page, "#timeline .changes .after").text == "Foggy", "the after value")
     assert css(admin_page, "#timeline .changes .before").text == "—"
+
+
+def test_job_from_another_client_appears_live_then_cancel_and_retry(server, browsers, editor):
+    driver = browsers[1]
+    ep = api(server, "POST", "/episodes", editor, json={"title": "Long job", "episode_number": 4}).json()
+    sign_in(driver, server.url, editor)
+    go(driver, server.url, f"#/episodes/{ep['id']}")
+    wait_until(lambda: live(driver) and "No jobs" in text(driver, "jobs"), "the empty job list")
+
+    # Created elsewhere (another client of the API): the page hears job_created and progress.
+    job = api(server, "POST", "/jobs", editor, json={
+        "type": "noop", "episode_id": ep["id"], "params": {"duration_ms": 60000, "steps": 600}}).json()
+    row = f"#jobs li[data-job-id='{job['id']}']"
+
+    def status() -> str:
+        return css(driver, row).get_attribute("data-status")
+
+    progress = f"{row} progress"
+    wait_until(lambda: int(css(driver, progress).get_attribute("value")) > 0, "live progress", timeout=30)
+    css(driver, f"{row} [data-action=cancel]").click()
+    wait_until(lambda: status() == "cancelled", "cancelled", timeout=30)
+
+    css(driver, f"{row} [data-action=retry]").click()
+    wait_until(lambda: status() in ("queued", "running"), "retried")
+    assert api(server, "GET", f"/jobs/{job['id']}", editor).json()["status"] in ("queued", "running")
+    wait_until(lambda: css(driver, f"{row} [data-action=cancel]"), "cancellable again")
+    css(driver, f"{row} [data-action=cancel]").click()  # leave the worker free for other tests
+    wait_until(lambda: status() == "cancelled", "cancelled again", timeout=30)

@@ -172,7 +172,8 @@ export function mount(main, ctx) {
   function jobRow(job) {
     const pct = job.progress ?? 0;
     const actions = [];
-    if (canEdit && !JOB_DONE.has(job.status)) {
+    const cancelling = job.status === 'running' && job.cancel_requested;
+    if (canEdit && !JOB_DONE.has(job.status) && !cancelling) {
       const cancel = h('button', { type: 'button', class: 'small', dataset: { action: 'cancel' } }, 'Cancel');
       cancel.addEventListener('click', () => jobAction(job.id, 'cancel'));
       actions.push(cancel);
@@ -189,7 +190,7 @@ export function mount(main, ctx) {
     }
     return h('li', { class: `job job-${job.status}`, dataset: { jobId: job.id, status: job.status } },
       h('span', { class: 'job-name' }, `${job.type} #${job.id}`), ' ',
-      h('span', { class: `pill status-${job.status}` }, job.status), ' ',
+      h('span', { class: `pill status-${job.status}` }, cancelling ? 'cancelling' : job.status), ' ',
       h('progress', { max: 100, value: pct, 'aria-label': `${job.type} #${job.id} progress` }),
       h('span', { class: 'job-pct' }, `${pct}%`),
       job.error ? h('small', { class: 'error' }, ` ${job.error}`) : null, ' ', actions);
