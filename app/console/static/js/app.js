@@ -36,7 +36,6 @@ export const ctx = {
   api, rt,
   get user() { return state.user; },
   navigate(hash) { if (window.location.hash === hash) render(); else window.location.hash = hash; },
-  signedIn(user) { state.user = user; startSession(); },
   can(role) {
     const rank = { viewer: 0, editor: 1, admin: 2 };
     return state.user && rank[state.user.role] >= rank[role];

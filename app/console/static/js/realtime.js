@@ -137,6 +137,18 @@ export class Realtime {
   }
 
   onState(fn) { this.stateListeners.add(fn); return () => this.stateListeners.delete(fn); }
+
+  // Call fn each time the namespace goes from not connected to connected (the first
+  // connect included): state that the connect itself changes, like my own presence, may
+  // have changed before this socket could hear about it.
+  onConnected(ns, fn) {
+    let was = this.connected(ns);
+    return this.onState(() => {
+      const now = this.connected(ns);
+      if (now && !was) fn();
+      was = now;
+    });
+  }
   emitState() { this.stateListeners.forEach((fn) => fn()); }
   onResync(fn) { this.resyncListeners.add(fn); return () => this.resyncListeners.delete(fn); }
 

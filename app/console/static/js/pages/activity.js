@@ -21,10 +21,13 @@ export function mount(main, ctx) {
   let cursor = null;
   let mode = 'feed';
 
+  let seq = 0;
   async function load(reset) {
+    const mine = ++seq; // a feed answer arriving after the search's must not replace it
     try {
       const path = mode === 'search' ? '/activity/search' : (scope.value === 'team' ? '/activity' : '/activity/me');
       const page = await ctx.api.get(path, { limit: 30, cursor: reset ? null : cursor, q: mode === 'search' ? q.value : null });
+      if (mine !== seq) return;
       if (reset) clear(list);
       page.items.forEach((a) => list.append(activityItem(a)));
       cursor = page.next_cursor;

@@ -272,6 +272,7 @@ export function mount(main, ctx) {
     drawJobs();
   });
 
+  ctx.onCleanup(ctx.rt.onConnected('/feed', loadStatuses));
   ctx.onCleanup(ctx.rt.want('/episodes', 'join', { episode_id: id }, {
     undo: 'leave', onAck: (ack) => { if (ack && ack.ok) setViewers(ack.viewers); },
   }));

@@ -16,9 +16,12 @@ export function mount(main, ctx) {
   let cursor = null;
   const shown = new Set();
 
+  let seq = 0;
   async function load(reset) {
+    const mine = ++seq; // an older answer arriving last must not replace a newer one
     try {
       const page = await ctx.api.get('/episodes', { limit: 20, cursor: reset ? null : cursor });
+      if (mine !== seq) return;
       if (reset) { clear(list); shown.clear(); }
       for (const ep of page.items) {
         if (shown.has(ep.id)) continue;

@@ -27,9 +27,12 @@ export function mount(main, ctx) {
       h('div', { class: 'actions' }, link, read, remove));
   }
 
+  let seq = 0;
   async function load(reset) {
+    const mine = ++seq; // an older answer arriving last must not replace a newer one
     try {
       const page = await ctx.api.get('/notifications', { limit: 20, cursor: reset ? null : cursor, unread: unreadOnly.checked ? 'true' : null });
+      if (mine !== seq) return;
       if (reset) clear(list);
       page.items.forEach((n) => list.append(item(n)));
       cursor = page.next_cursor;

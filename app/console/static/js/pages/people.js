@@ -42,6 +42,7 @@ export function mount(main, ctx) {
     const p = env.data || {};
     if (p.user_id) { people.set(p.user_id, { ...(people.get(p.user_id) || {}), ...p }); draw(); }
   }));
+  ctx.onCleanup(ctx.rt.onConnected('/feed', load));
   clear(main, h('h1', {}, 'People'), form, h('section', { class: 'card' }, h('h2', {}, 'Online now'), list));
   load();
   return { refresh: load };
