@@ -345,7 +345,8 @@ def test_admin_people_search_and_timeline_pages(server, browsers, admin, editor,
 
     # My status, set on one page, shows on another user's "who is online" without a reload.
     go(admin_page, server.url, "#/people")
-    Select(wait_until(lambda: css(admin_page, "#status-form select"), "status form")).select_by_value("busy")
+    wait_until(lambda: css(admin_page, "#status-form[data-loaded=true]"), "the status form loaded")
+    Select(css(admin_page, "#status-form select")).select_by_value("busy")
     css(admin_page, "#status-form input[name=message]").send_keys("In the edit suite")
     css(admin_page, "#status-form button[type=submit]").click()
     admin_row = f"#people li[data-user-id='{admin.id}']"

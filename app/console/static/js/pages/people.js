@@ -11,6 +11,9 @@ export function mount(main, ctx) {
     h('div', { class: 'row' }, field('Status', status), field('Message', message)),
     h('button', { type: 'submit', class: 'primary' }, 'Set status'));
 
+  let touched = false;
+  form.addEventListener('input', () => { touched = true; });
+
   function draw() {
     clear(list, [...people.values()].filter((p) => p.status !== 'offline').sort((a, b) => a.name.localeCompare(b.name)).map((p) =>
       h('li', { class: 'person', dataset: { userId: p.user_id } }, avatar(p.name, p.status), ' ', h('strong', {}, p.name), ' ',
@@ -25,8 +28,12 @@ export function mount(main, ctx) {
       people.clear();
       online.items.forEach((p) => people.set(p.user_id, p));
       draw();
-      status.value = me.status;
-      message.value = me.message || '';
+      // A refetch (on connect) must not undo what the person is choosing right now.
+      if (!touched) {
+        status.value = me.status;
+        message.value = me.message || '';
+      }
+      form.dataset.loaded = 'true';
     } catch (err) { toast(errorText(err), 'error'); }
   }
   form.addEventListener('submit', async (event) => {
@@ -35,6 +42,7 @@ export function mount(main, ctx) {
       const p = await ctx.api.put('/presence/me', { status: status.value, message: message.value || null });
       people.set(p.user_id, p);
       draw();
+      touched = false;
       toast('Status set');
     } catch (err) { toast(errorText(err), 'error'); }
   });
