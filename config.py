@@ -111,6 +111,9 @@ class Config:
     # Delivered outbox events are kept this long (re-delivery and replay need recent ones).
     EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 30)
     EMBEDDED_WORKER = _bool("EMBEDDED_WORKER", True)
+    # First run: the first account registered on an empty instance becomes admin. Only the
+    # embedded default (DevelopmentConfig without DATABASE_URL) turns it on by default.
+    FIRST_USER_BECOMES_ADMIN = _bool("FIRST_USER_BECOMES_ADMIN", False)
 
     # Job processing (workers/jobs.py). A running job whose heartbeat (progress writes) is
     # older than the timeout is treated as orphaned by a dead worker; handlers must reach a
@@ -244,6 +247,8 @@ class Config:
 
 class DevelopmentConfig(Config):
     """The embedded default: everything in one process."""
+
+    FIRST_USER_BECOMES_ADMIN = _bool("FIRST_USER_BECOMES_ADMIN", not os.environ.get("DATABASE_URL"))
 
 
 class TestConfig(Config):

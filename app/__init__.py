@@ -42,6 +42,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.api import register_blueprints
     from app.auth import init_auth
     from app.cli import register_cli
+    from app.console import init_console
     from app.errors import register_error_handlers
     from app.extensions import api, db, jwt, migrate
     from app.limits import init_limits
@@ -63,6 +64,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     init_auth(app)
     api.init_app(app)
     register_blueprints(app)
+    init_console(app)
     register_error_handlers(app)  # after flask-smorest, so our handlers win
     init_realtime(app)
     install_ws_compression(app)  # after Socket.IO: it must see the handshake first

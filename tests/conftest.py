@@ -64,6 +64,8 @@ def _dispose_engines():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "redis: needs a real Redis (REDIS_URL); skipped on SQLite-only runs")
+    config.addinivalue_line("markers", "browser: drives headless Chromium (skipped without it unless "
+                                       "EC_REQUIRE_BROWSER=1)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,6 +20,7 @@ def register_blueprints(app: Flask) -> None:
         activity,
         auth,
         episodes,
+        events,
         files,
         health,
         jobs,
@@ -30,7 +31,7 @@ def register_blueprints(app: Flask) -> None:
     )
 
     for module in (health, auth, users, episodes, jobs, files, activity, presence, realtime,
-                   notifications):
+                   notifications, events):
         api.register_blueprint(module.blp, url_prefix=PREFIX)
     presence.describe_realtime(api.spec)
 

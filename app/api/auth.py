@@ -1,12 +1,12 @@
 """Auth: register, login, refresh, logout, me."""
 from __future__ import annotations
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask_jwt_extended import current_user, get_jwt, jwt_required
 from flask_smorest import Blueprint
 
 from app import limits
-from app.api.schemas import RATE_LIMITED, LoginSchema, LogoutSchema, RegisterSchema
+from app.api.schemas import RATE_LIMITED, LoginSchema, LogoutSchema, RegisterSchema, SetupSchema
 from app.extensions import limiter
 from app.services import sessions
 from app.services import users as user_service
@@ -35,9 +35,26 @@ blp = Blueprint("auth", __name__, description=(
 @blp.arguments(RegisterSchema)
 @limiter.limit(limits.register_per_ip, key_func=limits.ip_key)
 def register(data):
-    """Create an account with the viewer role (public); 429 past the per-address limit."""
-    user = user_service.register(email=data["email"], password=data["password"], name=data["name"])
+    """Create an account with the viewer role (public); 429 past the per-address limit.
+
+    On the embedded default's first run (no account yet) the first account becomes admin
+    (see GET /auth/setup)."""
+    user = user_service.register(email=data["email"], password=data["password"], name=data["name"],
+                                 first_becomes_admin=current_app.config["FIRST_USER_BECOMES_ADMIN"])
     return jsonify({"user": user_dict(user)}), 201
+
+
+@blp.route("/auth/setup")
+@blp.doc(security=[])
+@blp.response(200, SetupSchema)
+def setup():
+    """First-run state (public): whether the next account registered becomes admin.
+
+    True only on the embedded default (no DATABASE_URL, development config) while the
+    instance has no account, so a newcomer can reach an admin account without the CLI.
+    """
+    enabled = current_app.config["FIRST_USER_BECOMES_ADMIN"]
+    return {"first_user_becomes_admin": user_service.first_user_becomes_admin(enabled)}
 
 
 @blp.route("/auth/login", methods=["POST"])

@@ -19,6 +19,10 @@ class RegisterSchema(StrictSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=120))
 
 
+class SetupSchema(Schema):
+    first_user_becomes_admin = fields.Boolean(required=True)
+
+
 class LoginSchema(StrictSchema):
     email = fields.String(required=True)
     password = fields.String(required=True)

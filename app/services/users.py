@@ -21,14 +21,24 @@ def get_by_email(email: str) -> User | None:
     return db.session.scalar(db.select(User).where(func.lower(User.email) == normalize_email(email)))
 
 
-def register(*, email: str, password: str, name: str, role: str = "viewer") -> User:
-    """Create an account; 409 when the email is taken."""
+def register(*, email: str, password: str, name: str, role: str = "viewer",
+             first_becomes_admin: bool = False) -> User:
+    """Create an account; 409 when the email is taken.
+
+    ``first_becomes_admin`` (the embedded default's first run): the instance's first account
+    is made admin. "First" is decided after the insert commits, as the lowest id, so two
+    registrations racing on an empty instance cannot both become admin.
+    """
     if get_by_email(email) is not None:
         raise Conflict("This email is already registered", details={"email": ["Already registered."]})
     user = User(email=normalize_email(email), name=name.strip(), role=role)
     user.set_password(password)
     db.session.add(user)
     db.session.commit()
+    if (first_becomes_admin and user.role != "admin"
+            and db.session.scalar(select(func.min(User.id))) == user.id):
+        user.role = "admin"
+        db.session.commit()
     return user
 
 
@@ -36,6 +46,11 @@ def register(*, email: str, password: str, name: str, role: str = "viewer") -> U
 def dummy_password_hash() -> str:
     """A hash made like every stored one (same method and cost), of a password nobody has."""
     return generate_password_hash(secrets.token_urlsafe(32))
+
+
+def first_user_becomes_admin(enabled: bool) -> bool:
+    """Whether the next registration would make an admin: enabled and no account yet."""
+    return enabled and db.session.scalar(select(User.id).limit(1)) is None
 
 
 def authenticate(*, email: str, password: str) -> User:
