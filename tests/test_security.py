@@ -208,7 +208,7 @@ def test_openapi_declares_bearer_auth_and_it_matches_the_routes(client, app):
             else:
                 public.append(path)
                 assert response.status_code != 401, (method, path)
-    assert sorted(set(public)) == ["/api/v1/auth/login", "/api/v1/auth/register",
+    assert sorted(set(public)) == ["/api/v1/auth/login", "/api/v1/auth/register", "/api/v1/auth/setup",
                                    "/api/v1/files/{file_id}/download", "/api/v1/health"]
     assert len(secured) > 30
 
