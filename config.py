@@ -65,6 +65,14 @@ class Config:
     }
     DB_PING_IDLE_SECONDS = _float("DB_PING_IDLE_SECONDS", 10.0)
     REDIS_URL = os.environ.get("REDIS_URL") or None
+    # Redis is a cache and a transport: a dead one must cost a request next to nothing
+    # (app/redis_client.py). Short timeouts, no retries, and after a failure Redis is
+    # treated as down for REDIS_RETRY_SECONDS (every use takes its fallback at once).
+    REDIS_CONNECT_TIMEOUT = _float("REDIS_CONNECT_TIMEOUT", 0.5)
+    REDIS_SOCKET_TIMEOUT = _float("REDIS_SOCKET_TIMEOUT", 1.0)
+    REDIS_RETRY_SECONDS = _float("REDIS_RETRY_SECONDS", 2.0)
+    # PostgreSQL unreachable: requests answer 503 database_unavailable with this Retry-After.
+    DB_RETRY_AFTER_SECONDS = _int("DB_RETRY_AFTER_SECONDS", 5)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_SECONDS", 15 * 60))
@@ -157,7 +165,11 @@ class Config:
             # fail fast and let the outbox re-delivery pick the event up later.
             "task_publish_retry": False,
             "broker_connection_timeout": 2,
-            "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5},
+            # max_retries 0: without it kombu retries a publish's connect for the whole
+            # broker_connection_timeout (2 s per enqueue with the broker down). The
+            # worker's own reconnect loop is broker_connection_max_retries, unaffected.
+            "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5,
+                                         "max_retries": 0},
             "broker_connection_retry_on_startup": True,
             "task_always_eager": False,
             "timezone": "UTC",

@@ -12,7 +12,7 @@ from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_r
 from sqlalchemy import select
 
 from app.auth import load_user_from_token
-from app.errors import DomainError
+from app.errors import DatabaseUnavailable, DomainError, database_unavailable, rollback_quietly
 from app.extensions import db, socketio
 from app.models import DomainEvent, Episode, Job, User
 from app.realtime import connections
@@ -58,7 +58,11 @@ class AuthenticatedNamespace(Namespace):
         token = auth.get("token") if isinstance(auth, dict) else None
         if not token:
             raise _refuse("unauthorized", "An access token is required in auth.token")
-        user = load_user_from_token(token)
+        try:
+            user = load_user_from_token(token)
+        except DatabaseUnavailable as exc:
+            rollback_quietly()
+            raise _refuse(exc.code, exc.message) from exc
         if user is None:
             raise _refuse("invalid_token", "The token is invalid, expired or revoked")
         if self.admin_only and not user.is_admin:
@@ -74,6 +78,8 @@ class AuthenticatedNamespace(Namespace):
             connections.remove(sid)
             db.session.rollback()
             log.exception("presence on connect failed")
+            if database_unavailable(exc):
+                raise _refuse("database_unavailable", "The database is unavailable") from exc
             raise _refuse("unavailable", "Try again shortly") from exc
         last_event_id = auth.get("last_event_id")
         if isinstance(last_event_id, int) and not isinstance(last_event_id, bool):
