@@ -33,7 +33,7 @@ from sqlalchemy.orm.util import identity_key
 from app.errors import DatabaseUnavailable, Forbidden, database_unavailable, error_response
 from app.extensions import db, jwt
 from app.models import RevokedToken, User, utcnow
-from app.redis_client import get_redis, when_redis_returns
+from app.redis_client import get_redis, pending_writes, when_redis_returns
 from app.services.transaction import on_commit
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ ROLE_RANK = {"viewer": 0, "editor": 1, "admin": 2}
 
 BLOCKLIST_READY = "ec:blocklist:ready"  # Redis holds every unexpired revocation
 BLOCKLIST_LOADING = "ec:blocklist:loading"
-BLOCKLIST_READY_SECONDS = 3600  # reloaded at least hourly: bounds any entry Redis missed
+# Reloaded at least this often: bounds how long an entry Redis missed can be missing (a
+# revocation whose Redis write failed in a process that died before Redis came back).
+BLOCKLIST_READY_SECONDS = 300
 
 
 def _blocklist_key(jti: str) -> str:
@@ -114,7 +116,7 @@ def is_token_revoked(jti: str) -> bool:
                               .exists(_blocklist_key(jti)).exists(BLOCKLIST_READY).execute())
             if revoked:
                 return True
-            if ready:
+            if ready and not pending_writes():
                 return False
         except RedisError:
             pass
@@ -163,11 +165,12 @@ def token_state(jti: str, user_id: int) -> tuple[bool, User | None]:
         return _revoked_in_database(jti), _active(db.session.get(User, user_id))
     if revoked:
         return True, None
-    if not ready:
-        try:
-            load_blocklist(client)
-        except RedisError as exc:
-            log.warning("blocklist reload failed: %s", exc)
+    if not ready or pending_writes():  # this process has blocklist writes still to make
+        if not ready:
+            try:
+                load_blocklist(client)
+            except RedisError as exc:
+                log.warning("blocklist reload failed: %s", exc)
         if _revoked_in_database(jti):
             return True, None
     if cached is not None:

@@ -9,8 +9,9 @@ it so:
 - a circuit breaker: the first connection error or timeout marks Redis down for
   ``REDIS_RETRY_SECONDS``, and while it is down connecting fails at once without touching
   the network; after that one caller tries again (a success closes the breaker);
-- jobs to run once Redis is back (``when_redis_returns``): cache writes that could not be
-  made while it was down (a revocation's blocklist key, a user entry to drop).
+- writes to make once Redis is back (``when_redis_returns``): cache writes that could not
+  be made while it was down (a revocation's blocklist key, a user entry to drop), retried
+  by a small thread until they land.
 
 Callers catch ``redis.RedisError`` and take their no-Redis path.
 """
@@ -70,6 +71,10 @@ class CircuitBreaker:
             if len(self._pending) < 10_000:  # bounded: the TTLs of the caches bound the rest
                 self._pending.append(job)
 
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
     def take_pending(self) -> list[Callable[[redis.Redis], None]]:
         with self._lock:
             jobs, self._pending = self._pending, []
@@ -107,32 +112,36 @@ class GuardedConnection(redis.Connection):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.breaker.failed(exc)
             raise
-        if self.breaker.down and self.breaker.succeeded():
-            _run_pending(self.breaker)
+        if self.breaker.down:
+            self.breaker.succeeded()
         return response
 
 
-_running = threading.local()
+def _retry_pending(client: redis.Redis, breaker: CircuitBreaker) -> None:
+    """Until the deferred writes are done: wait, ping, and once Redis answers, write them.
 
-
-def _run_pending(breaker: CircuitBreaker) -> None:
-    """Run the writes deferred while Redis was down (not from inside one of them)."""
-    if getattr(_running, "active", False):
-        return
-    client = next((c for c in _clients.values() if breaker_of(c) is breaker), None)
-    if client is None:
-        return
-    _running.active = True
+    A thread of its own, so the writes land within moments of Redis coming back even if
+    this process gets no traffic (green under eventlet, which patches threading).
+    """
     try:
-        for job in breaker.take_pending():
+        while breaker.has_pending:
+            time.sleep(max(0.2, breaker.retry_seconds / 2))
             try:
-                job(client)
-            except redis.RedisError as exc:
-                log.warning("deferred Redis write failed: %s", exc)
-                breaker.defer(job)
-                return
+                client.ping()
+            except redis.RedisError:
+                continue
+            for job in breaker.take_pending():
+                try:
+                    job(client)
+                except redis.RedisError as exc:
+                    log.warning("deferred Redis write failed, will retry: %s", exc)
+                    breaker.defer(job)
     finally:
-        _running.active = False
+        with _lock:
+            _retriers.discard(id(breaker))
+
+
+_retriers: set[int] = set()
 
 
 def breaker_of(client: redis.Redis) -> CircuitBreaker | None:
@@ -180,5 +189,19 @@ def when_redis_returns(job: Callable[[redis.Redis], None]) -> None:
     """Run ``job(client)`` once Redis answers again (in this process; best effort)."""
     client = get_redis()
     breaker = breaker_of(client) if client is not None else None
-    if breaker is not None:
-        breaker.defer(job)
+    if breaker is None:
+        return
+    breaker.defer(job)
+    with _lock:
+        if id(breaker) in _retriers:
+            return
+        _retriers.add(id(breaker))
+    threading.Thread(target=_retry_pending, args=(client, breaker), name="redis-deferred-writes",
+                     daemon=True).start()
+
+
+def pending_writes() -> bool:
+    """Writes to Redis are waiting for it to come back (this process's view is incomplete)."""
+    client = get_redis()
+    breaker = breaker_of(client) if client is not None else None
+    return breaker is not None and breaker.has_pending
