@@ -1,0 +1,211 @@
+"""Faults end to end: real ``python wsgi.py`` (eventlet) and Celery worker processes while a
+throwaway Redis or PostgreSQL server (``tests/services.py``) is killed and started again.
+
+No process is restarted: each must find its way back by itself. Every wait is bounded
+polling; nothing here measures time.
+"""
+from __future__ import annotations
+
+import queue
+from collections import Counter
+
+import pytest
+import requests
+import socketio as sio_client
+from flask_jwt_extended import create_access_token
+from flask_migrate import upgrade
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import ActivityLog, DomainEvent, Episode, User
+from tests.conftest import _Config
+from tests.processes import celery_worker, web_server
+from tests.services import have_redis_server, postgres_bin, postgres_cluster, redis_server, wait_until
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(not have_redis_server(), reason="redis-server not installed"),
+]
+
+
+class Writer:
+    """Creates episodes one after the other over HTTP, keeping every answer."""
+
+    def __init__(self, url: str, token: str):
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.answers: list[requests.Response] = []
+        self.n = 0
+
+    def create(self) -> requests.Response:
+        self.n += 1
+        r = self.session.post(f"{self.url}/api/v1/episodes", timeout=30,
+                              json={"title": f"Fault {self.n}", "episode_number": self.n})
+        self.answers.append(r)
+        return r
+
+    def created_ids(self) -> list[int]:
+        return [r.json()["id"] for r in self.answers if r.status_code == 201]
+
+    def statuses(self) -> Counter:
+        return Counter(r.status_code for r in self.answers)
+
+
+class Listener:
+    """A Socket.IO client on /episodes that keeps the ids of the episodes it hears about."""
+
+    def __init__(self, url: str, token: str):
+        self.created: queue.Queue = queue.Queue()
+        self.sio = sio_client.Client(reconnection=False)
+        self.sio.on("episode_created", lambda data: self.created.put(data["data"]["episode_id"]),
+                    namespace="/episodes")
+        self.sio.connect(url, namespaces=["/episodes"], auth={"token": token},
+                         transports=["websocket"], wait_timeout=15)
+        self.seen: set[int] = set()
+
+    def heard(self) -> set[int]:
+        while True:
+            try:
+                self.seen.add(self.created.get_nowait())
+            except queue.Empty:
+                return self.seen
+
+    def close(self) -> None:
+        self.sio.disconnect()
+
+
+def _editor(app) -> tuple[int, str]:
+    with app.app_context():
+        user = User(email="faults@example.com", name="Fault Finder", role="editor")
+        user.set_password("password123")
+        db.session.add(user)
+        db.session.commit()
+        return user.id, create_access_token(identity=user.id)
+
+
+def _delivered_once(app, episode_ids: list[int]) -> bool:
+    """Every created episode has exactly one ``created`` activity row, and nothing else."""
+    with app.app_context():
+        rows = db.session.execute(select(ActivityLog.resource_id, func.count())
+                                  .where(ActivityLog.action == "created",
+                                         ActivityLog.resource_type == "episode")
+                                  .group_by(ActivityLog.resource_id)).all()
+        db.session.rollback()
+    counts = dict(rows)
+    return sorted(counts) == sorted(episode_ids) and all(c == 1 for c in counts.values())
+
+
+def _health(url: str) -> dict:
+    r = requests.get(f"{url}/api/v1/health", timeout=30)
+    return {"code": r.status_code, **r.json(), "retry_after": r.headers.get("Retry-After")}
+
+
+def test_redis_restart_under_writes_no_5xx_and_each_event_once(app):
+    _user_id, token = _editor(app)
+    with redis_server() as redis_srv:
+        env = {"REDIS_URL": redis_srv.url, "SOCKETIO_MESSAGE_QUEUE": redis_srv.url}
+        with celery_worker(concurrency=2, **env), web_server(async_mode="eventlet", **env) as web:
+            listener = Listener(web.url, token)
+            writer = Writer(web.url, token)
+            try:
+                for _ in range(15):
+                    writer.create()
+                redis_srv.kill()
+                for _ in range(15):
+                    writer.create()
+                health = _health(web.url)
+                assert health["code"] == 200 and health["status"] == "degraded", health
+                assert health["redis"] == "unavailable" and health["database"] == "ok"
+                redis_srv.start()  # empty: no keys, no queued tasks, no drain flag
+                after = len(writer.answers)
+
+                # The web process hears the message queue again: an episode created now
+                # reaches the socket that stayed connected through the outage.
+                def heard_one_created_after_restart() -> bool:
+                    writer.create()
+                    return bool(listener.heard() & set(writer.created_ids()[after:]))
+
+                wait_until(heard_one_created_after_restart, 90, 0.2,
+                           "an episode_created through the restarted Redis")
+                for _ in range(5):
+                    writer.create()
+                assert set(writer.statuses()) == {201}, writer.statuses()
+                wait_until(lambda: _health(web.url)["status"] == "ok", 60, 0.5, "health ok again")
+                # Events committed while Redis was down waited in the outbox; the first
+                # wake-up after it came back delivered them. Each exactly once.
+                ids = writer.created_ids()
+                wait_until(lambda: _delivered_once(app, ids), 90, 0.5, "every event delivered once")
+            finally:
+                listener.close()
+
+
+@pytest.fixture(scope="module")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for this module, migrated to the current schema."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL binaries not installed")
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+def _cluster_app(cluster, redis_url: str):
+    from app import create_app
+
+    class ClusterConfig(_Config):
+        SQLALCHEMY_DATABASE_URI = cluster.url
+        REDIS_URL = redis_url
+
+    app = create_app(ClusterConfig)
+    with app.app_context():
+        upgrade()
+    return app
+
+
+def test_postgres_stopped_and_started_503_then_recovery_nothing_lost(pg_cluster):
+    with redis_server() as redis_srv:
+        app = _cluster_app(pg_cluster, redis_srv.url)
+        _user_id, token = _editor(app)
+        env = {"REDIS_URL": redis_srv.url, "SOCKETIO_MESSAGE_QUEUE": redis_srv.url,
+               "DATABASE_URL": pg_cluster.url, "DB_RETRY_AFTER_SECONDS": "3"}
+        try:
+            with celery_worker(concurrency=2, **env), web_server(async_mode="eventlet", **env) as web:
+                writer = Writer(web.url, token)
+                for _ in range(10):
+                    assert writer.create().status_code == 201
+                pg_cluster.stop()
+                unavailable = [writer.create() for _ in range(10)]
+                for r in unavailable:
+                    assert r.status_code == 503, r.text
+                    assert r.headers["Retry-After"] == "3"
+                    assert r.json()["error"]["code"] == "database_unavailable"
+                health = _health(web.url)
+                assert health["code"] == 503 and health["status"] == "unavailable", health
+                assert health["database"] == "unavailable" and health["retry_after"] == "3"
+                # A socket connect is refused with a code the client can act on.
+                refused: list = []
+                sio = sio_client.Client(reconnection=False)
+                sio.on("connect_error", refused.append, namespace="/episodes")
+                with pytest.raises(sio_client.exceptions.ConnectionError):
+                    sio.connect(web.url, namespaces=["/episodes"], auth={"token": token},
+                                transports=["websocket"], wait_timeout=15)
+                assert refused and refused[0]["code"] == "database_unavailable", refused
+                pg_cluster.start()
+
+                # Same processes: their pools replace the dead connections by themselves.
+                wait_until(lambda: writer.create().status_code == 201, 60, 0.2,
+                           "a create to succeed again")
+                for _ in range(10):
+                    assert writer.create().status_code == 201
+                assert set(writer.statuses()) <= {201, 503}, writer.statuses()
+                ids = writer.created_ids()
+                wait_until(lambda: _delivered_once(app, ids), 90, 0.5, "every event delivered once")
+                with app.app_context():
+                    # Nothing half-written: every episode row is one the API answered 201 for.
+                    assert sorted(db.session.scalars(select(Episode.id))) == sorted(ids)
+                    assert db.session.scalar(select(func.count()).select_from(DomainEvent)
+                                             .where(DomainEvent.delivered_at.is_(None))) == 0
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
