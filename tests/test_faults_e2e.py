@@ -189,7 +189,7 @@ def test_postgres_stopped_and_started_503_then_recovery_nothing_lost(pg_cluster)
                 with pytest.raises(sio_client.exceptions.ConnectionError):
                     sio.connect(web.url, namespaces=["/episodes"], auth={"token": token},
                                 transports=["websocket"], wait_timeout=15)
-                assert refused and refused[0]["code"] == "database_unavailable", refused
+                assert refused and refused[0]["data"]["code"] == "database_unavailable", refused
                 pg_cluster.start()
 
                 # Same processes: their pools replace the dead connections by themselves.

@@ -37,7 +37,12 @@ REPLAY_LIMIT = 1000
 
 
 def _refuse(code: str, message: str) -> ConnectionRefusedError:
-    return ConnectionRefusedError({"code": code, "message": message})
+    """A refusal the client can act on: ``{"message", "data": {"code", "message"}}``.
+
+    Two arguments, so python-socketio sends the dict as the packet's ``data`` (what a
+    JavaScript client reads as ``err.data``); one dict argument would be stringified.
+    """
+    return ConnectionRefusedError(message, {"code": code, "message": message})
 
 
 def _error(exc: DomainError) -> dict:
