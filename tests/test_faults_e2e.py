@@ -209,3 +209,39 @@ def test_postgres_stopped_and_started_503_then_recovery_nothing_lost(pg_cluster)
             with app.app_context():
                 db.session.remove()
                 db.engine.dispose()
+
+
+def _outbox_waiting(app) -> int:
+    with app.app_context():
+        count = db.session.scalar(select(func.count()).select_from(DomainEvent)
+                                  .where(DomainEvent.delivered_at.is_(None)))
+        db.session.rollback()
+        return count
+
+
+def test_a_poison_event_does_not_hold_up_the_others(app, editor):
+    """An event that fails every time (corrupt routing data) is set aside; the rest flow."""
+    from app.services import episodes, events
+
+    celery = app.extensions["celery"]
+    celery.conf.task_always_eager = False  # the real broker and a real worker process
+    celery.control.purge()
+    with app.app_context():
+        poison = events.record("poison_test", action="", actor=None, resource_type="system",
+                               resource_id=None, payload={"_rooms": 5})  # not a list of routes
+        db.session.commit()
+        user = db.session.get(User, editor.id)
+        first = [episodes.create_episode(user, {"title": f"After poison {n}", "episode_number": n}).id
+                 for n in range(20)]
+    with celery_worker(concurrency=2):
+        wait_until(lambda: _delivered_once(app, first), 60, 0.2, "the events behind the poison")
+        with app.app_context():
+            user = db.session.get(User, editor.id)
+            later = [episodes.create_episode(user, {"title": f"Later {n}", "episode_number": n}).id
+                     for n in range(10)]
+        wait_until(lambda: _delivered_once(app, first + later), 60, 0.2, "the later events")
+    with app.app_context():
+        event = db.session.get(DomainEvent, poison.id)
+        assert event.delivered_at is None and event.attempts >= 1
+        assert "TypeError" in event.last_error and event.next_attempt_at is not None
+    assert _outbox_waiting(app) == 1  # only the poison
