@@ -93,6 +93,9 @@ class Config:
     # Delivered outbox events are kept this long (re-delivery and replay need recent ones).
     EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 30)
     EMBEDDED_WORKER = _bool("EMBEDDED_WORKER", True)
+    # Multiplies every beat interval (app/tasks.py): tests and demos run the periodic
+    # tasks within seconds (0.02: the 30 s re-delivery sweep every 0.6 s).
+    BEAT_INTERVAL_SCALE = _float("BEAT_INTERVAL_SCALE", 1.0)
 
     # Job processing (workers/jobs.py). A running job whose heartbeat (progress writes) is
     # older than the timeout is treated as orphaned by a dead worker; handlers must reach a

@@ -46,7 +46,9 @@ def celery_init_app(app: Flask) -> Celery:
     broker_fixes.install()  # a worker must survive Redis going away (see the module)
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(app.config["CELERY"])
-    celery_app.conf.beat_schedule = BEAT_SCHEDULE
+    scale = app.config.get("BEAT_INTERVAL_SCALE", 1.0)
+    celery_app.conf.beat_schedule = {name: {**entry, "schedule": entry["schedule"] * scale}
+                                     for name, entry in BEAT_SCHEDULE.items()}
     celery_app.conf.include = ["workers.events", "workers.jobs", "workers.maintenance",
                               "workers.notifications"]
     celery_app.set_default()

@@ -245,3 +245,55 @@ def test_a_poison_event_does_not_hold_up_the_others(app, editor):
         assert event.delivered_at is None and event.attempts >= 1
         assert "TypeError" in event.last_error and event.next_attempt_at is not None
     assert _outbox_waiting(app) == 1  # only the poison
+
+
+def test_two_beats_at_once_duplicate_no_effect(app, client, admin, editor):
+    """Two ``celery beat`` processes (a botched deploy) fire every periodic task twice: the
+    outbox sweep re-enqueues the same events, the digest task runs for the same user. Each
+    event is still delivered once, and the digest is mailed once."""
+    from aiosmtpd.controller import Controller
+
+    from app.models import Notification
+    from tests.processes import celery_beat, free_port
+    from tests.test_notifications import SmtpSink, quiet_now, send, set_prefs
+    from tests.test_pipeline import _undeliverable_app
+
+    # A digest waiting for the beat: held by quiet hours (delivered in-process, eagerly).
+    set_prefs(client, editor, quiet_hours=quiet_now("UTC"), digest_frequency="hourly")
+    send(client, admin, user_ids=[editor.id], title="For the digest")
+    with app.app_context():
+        assert db.session.scalar(select(Notification.digest_pending)) is True
+    # Events waiting in the outbox: created while the broker was down, enqueued nowhere.
+    down = _undeliverable_app().test_client()
+    ids = []
+    for n in range(10):
+        r = down.post("/api/v1/episodes", headers=editor.headers,
+                      json={"title": f"Swept {n}", "episode_number": n})
+        assert r.status_code == 201
+        ids.append(r.json["id"])
+    assert _outbox_waiting(app) == 10
+
+    app.extensions["celery"].control.purge()
+    sink = SmtpSink()
+    smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    env = {"BEAT_INTERVAL_SCALE": "0.01",  # re-delivery sweep every 0.3 s, digests every 3 s
+           "EVENT_REDELIVERY_GRACE_SECONDS": "0", "MAIL_SERVER": "127.0.0.1",
+           "MAIL_PORT": str(smtp.port), "MAIL_FROM": "ec@example.com"}
+    try:
+        with celery_worker(concurrency=2, **env) as worker, \
+                celery_beat(**env) as beat_a, celery_beat(**env) as beat_b:
+            def digest_runs(beat) -> int:
+                return beat.output().count("(workers.notifications.send_digests)")
+
+            # Both beats have sent the digest task at least twice, and the worker ran them.
+            wait_until(lambda: digest_runs(beat_a) >= 2 and digest_runs(beat_b) >= 2, 90, 0.5,
+                       "both beats to send the digest task twice")
+            wait_until(lambda: worker.output().count("send_digests[") >= 8, 60, 0.5,
+                       "the worker to run the four digest tasks")  # received + succeeded
+            wait_until(lambda: _delivered_once(app, ids), 60, 0.5, "the swept events, once each")
+    finally:
+        smtp.stop()
+    assert len(sink.messages) == 1, [m["Subject"] for m in sink.messages]
+    assert "For the digest" in sink.messages[0].get_payload()
+    assert _outbox_waiting(app) == 0
