@@ -108,3 +108,54 @@ def test_revoke_twice_is_idempotent(app, editor):
         revoke_token("same-jti", expires)
         revoke_token("same-jti", expires)
         assert len(db.session.scalars(select(RevokedToken).filter_by(jti="same-jti")).all()) == 1
+
+
+def _dead_database_url() -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"  # refused
+
+
+def test_database_down_is_503_with_retry_after_never_500(app, editor):
+    down = make_test_app(SQLALCHEMY_DATABASE_URI=_dead_database_url(), REDIS_URL=None,
+                         DB_RETRY_AFTER_SECONDS=7)
+    client = down.test_client()
+    for method, path, body in [("get", "/api/v1/episodes", None),
+                               ("post", "/api/v1/episodes", {"title": "x", "episode_number": 1}),
+                               ("post", "/api/v1/auth/login", {"email": "a@b.c", "password": "x"})]:
+        r = getattr(client, method)(path, headers=editor.headers, json=body)
+        assert r.status_code == 503, (path, r.status_code, r.json)
+        assert r.headers["Retry-After"] == "7"
+        assert r.json["error"]["code"] == "database_unavailable"
+        assert r.json["error"]["details"] == {"retry_after": 7}
+    r = client.get("/api/v1/health")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "7"
+    assert r.json["status"] == "unavailable" and r.json["database"] == "unavailable"
+
+
+def test_database_unavailable_tells_outages_from_bad_statements():
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    from app.errors import database_unavailable
+
+    class PgError(Exception):
+        def __init__(self, sqlstate):
+            self.sqlstate = sqlstate
+
+    def op(orig):
+        return OperationalError("SELECT 1", {}, orig)
+
+    assert database_unavailable(op(PgError(None)))  # refused / lost: no SQLSTATE
+    assert database_unavailable(op(PgError("57P01")))  # admin shutdown
+    assert database_unavailable(op(PgError("08006")))  # connection failure
+    assert database_unavailable(op(PgError("53300")))  # too many connections
+    assert not database_unavailable(op(PgError("42P01")))  # undefined table: a bug, a 500
+    assert database_unavailable(PoolTimeoutError("pool exhausted"))
+    assert not database_unavailable(IntegrityError("INSERT", {}, PgError("23505")))
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorname = "SQLITE_BUSY"
+    assert database_unavailable(op(busy))
+    missing = sqlite3.OperationalError("no such table: x")
+    missing.sqlite_errorname = "SQLITE_ERROR"
+    assert not database_unavailable(op(missing))
