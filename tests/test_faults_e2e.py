@@ -191,6 +191,8 @@ def test_postgres_stopped_and_started_503_then_recovery_nothing_lost(pg_cluster)
                                 transports=["websocket"], wait_timeout=15)
                 assert refused and refused[0]["data"]["code"] == "database_unavailable", refused
                 pg_cluster.start()
+                with app.app_context():
+                    db.engine.dispose()  # this test's own pool (not under test) held dead connections
 
                 # Same processes: their pools replace the dead connections by themselves.
                 wait_until(lambda: writer.create().status_code == 201, 60, 0.2,
