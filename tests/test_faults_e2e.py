@@ -117,6 +117,7 @@ def test_redis_restart_under_writes_no_5xx_and_each_event_once(app):
                 health = _health(web.url)
                 assert health["code"] == 200 and health["status"] == "degraded", health
                 assert health["redis"] == "unavailable" and health["database"] == "ok"
+                assert health["broker"] == "unavailable"
                 redis_srv.start()  # empty: no keys, no queued tasks, no drain flag
                 after = len(writer.answers)
 

@@ -37,13 +37,15 @@ def _redis_state() -> str:
         return "unavailable"
 
 
-def _broker_state() -> str:
+def _broker_state(redis_state: str) -> str:
     celery = current_app.extensions.get("celery")
     if celery is None:
         return "not_configured"
     url = celery.conf.broker_url or ""
     if url.startswith("memory://"):
         return "embedded"
+    if redis_state == "unavailable" and url == current_app.config.get("REDIS_URL"):
+        return "unavailable"  # the same server: a stalled one would hold the probe for seconds
     try:
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=0, timeout=2)  # one try: a probe must not hang
@@ -57,7 +59,7 @@ def health():
     """Report database, Redis and broker state (public)."""
     database = "ok" if _database_ok() else "unavailable"
     redis_state = _redis_state()
-    broker = _broker_state()
+    broker = _broker_state(redis_state)
     healthy = database == "ok"
     degraded = "unavailable" in (redis_state, broker)
     status = "ok" if healthy and not degraded else ("degraded" if healthy else "unavailable")
