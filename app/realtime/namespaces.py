@@ -81,7 +81,7 @@ class AuthenticatedNamespace(Namespace):
                                       server_id=connections.SERVER_ID)
         except Exception as exc:  # noqa: BLE001 - database trouble: refuse, keep no trace
             connections.remove(sid)
-            db.session.rollback()
+            rollback_quietly()
             log.exception("presence on connect failed")
             if database_unavailable(exc):
                 raise _refuse("database_unavailable", "The database is unavailable") from exc
