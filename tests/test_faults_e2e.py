@@ -58,8 +58,10 @@ class Listener:
     def __init__(self, url: str, token: str):
         self.created: queue.Queue = queue.Queue()
         self.sio = sio_client.Client(reconnection=False)
+        self.resyncs: list[dict] = []
         self.sio.on("episode_created", lambda data: self.created.put(data["data"]["episode_id"]),
                     namespace="/episodes")
+        self.sio.on("resync_required", self.resyncs.append, namespace="/episodes")
         self.sio.connect(url, namespaces=["/episodes"], auth={"token": token},
                          transports=["websocket"], wait_timeout=15)
         self.seen: set[int] = set()
@@ -133,6 +135,9 @@ def test_redis_restart_under_writes_no_5xx_and_each_event_once(app):
 
                     wait_until(heard_one_created_after_restart, 90, 0.2,
                                "an episode_created through the restarted Redis")
+                    # What was published before it subscribed again is gone: it says so.
+                    assert listener.resyncs and all(r["data"]["reason"] == "message_queue_reconnected"
+                                                    for r in listener.resyncs), listener.resyncs
                     for _ in range(5):
                         writer.create()
                     assert set(writer.statuses()) == {201}, writer.statuses()

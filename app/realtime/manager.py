@@ -77,6 +77,23 @@ class IndexedRedisManager(IndexedRoomsMixin, RedisManager):
 
     LISTEN_RETRY_MAX_SECONDS = 2.0
 
+    def resync_local_clients(self) -> None:
+        """Tell this process's sockets they may have missed events: ``resync_required``.
+
+        A delivery that cannot publish is postponed (nothing lost while Redis is down), but
+        one published after Redis is back and before this process subscribed again never
+        reaches its sockets, and pub/sub keeps nothing. The client reloads over REST (or
+        reconnects with ``last_event_id``), as for any other resync. Sent locally only.
+        """
+        envelope = {"id": None, "event": "resync_required",
+                    "data": {"reason": "message_queue_reconnected"}, "actor": None,
+                    "timestamp": None}
+        for namespace in list(self.rooms):
+            try:
+                Manager.emit(self, "resync_required", envelope, namespace=namespace)
+            except Exception:  # noqa: BLE001 - one namespace failing must not stop the listener
+                log.exception("resync_required to %s failed", namespace)
+
     def _redis_listen_with_retries(self):  # the library's loop, with the capped wait
         retry_sleep = 0.25
         failed = False
@@ -87,6 +104,7 @@ class IndexedRedisManager(IndexedRoomsMixin, RedisManager):
                 if failed:
                     log.warning("Socket.IO message queue: listening again")
                     failed = False
+                    self.resync_local_clients()
                 retry_sleep = 0.25
                 yield from self.pubsub.listen()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a wait
