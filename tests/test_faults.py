@@ -159,3 +159,36 @@ def test_database_unavailable_tells_outages_from_bad_statements():
     missing = sqlite3.OperationalError("no such table: x")
     missing.sqlite_errorname = "SQLITE_ERROR"
     assert not database_unavailable(op(missing))
+
+
+@pytest.mark.redis
+@needs_redis_server
+def test_a_stalled_redis_opens_the_breaker_then_one_caller_finds_it_back(app):
+    import signal
+
+    import redis
+
+    from app.redis_client import make_client
+
+    with redis_server() as server:
+        client = make_client(server.url, connect_timeout=0.2, socket_timeout=0.2, retry_seconds=2)
+        assert client.set("k", "v")
+        breaker = breaker_of(client)
+        server.proc.send_signal(signal.SIGSTOP)  # a hung host: connects, never answers
+        try:
+            with pytest.raises(redis.TimeoutError):
+                client.get("k")  # the one call that pays the timeout
+            assert breaker.down and breaker.is_open()
+            with pytest.raises(redis.ConnectionError, match="circuit open"):
+                client.get("k")  # no network at all while open
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+
+        def answered() -> bool:
+            try:
+                return client.get("k") == "v"
+            except redis.RedisError:
+                return False
+
+        wait_until(answered, 30, 0.1, "Redis to answer once the breaker lets a call through")
+        assert not breaker.down
