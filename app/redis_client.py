@@ -58,7 +58,7 @@ class CircuitBreaker:
         self.open_until = time.monotonic() + self.retry_seconds
 
     def succeeded(self) -> bool:
-        """Close the breaker; True if it was open (the caller then runs the pending jobs)."""
+        """Close the breaker (Redis answered); True if it was open."""
         if self.down_since is None:
             return False
         log.warning("Redis is back after %.1f s", time.monotonic() - self.down_since)
@@ -100,6 +100,11 @@ class GuardedConnection(redis.Connection):
             raise
 
     def send_packed_command(self, command, check_health=True) -> None:
+        if self._sock is not None and self.breaker.is_open():
+            # Another connection just failed: this pooled one would only wait out its own
+            # timeout against the same stalled server.
+            self.disconnect()
+            raise redis.ConnectionError("Redis is marked unavailable (circuit open)")
         try:
             super().send_packed_command(command, check_health)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
