@@ -311,3 +311,44 @@ def test_two_beats_at_once_duplicate_no_effect(app, client, admin, editor):
     assert len(sink.messages) == 1, [m["Subject"] for m in sink.messages]
     assert "For the digest" in sink.messages[0].get_payload()
     assert _outbox_waiting(app) == 0
+
+
+def test_a_worker_holding_an_unacked_task_survives_redis_going_away(app, editor):
+    """Redis dies while the worker runs an ``acks_late`` task (a job): Celery then restores
+    and acknowledges through a detached channel. Without ``app/broker_fixes.py`` that raised
+    AttributeError and the worker died ("Unrecoverable error"); here it reconnects."""
+    from config import TestConfig
+    from tests.conftest import make_test_app
+
+    with redis_server() as redis_srv:
+        celery = TestConfig.celery() | {"broker_url": redis_srv.url, "task_always_eager": False}
+        live = make_test_app(REDIS_URL=redis_srv.url, CELERY=celery)
+        client = live.test_client()
+        env = {"REDIS_URL": redis_srv.url, "SOCKETIO_MESSAGE_QUEUE": redis_srv.url,
+               "JOB_PROGRESS_INTERVAL_SECONDS": "0"}
+        with celery_worker(concurrency=1, **env) as worker:
+            r = client.post("/api/v1/episodes", headers=editor.headers,
+                            json={"title": "Long job", "episode_number": 1})
+            episode_id = r.json["id"]
+            r = client.post("/api/v1/jobs", headers=editor.headers,
+                            json={"type": "noop", "episode_id": episode_id,
+                                  "params": {"duration_ms": 3000, "steps": 6}})
+            assert r.status_code == 201, r.json
+            job_id = r.json["id"]
+
+            def job_status() -> str:
+                return client.get(f"/api/v1/jobs/{job_id}", headers=editor.headers).json["status"]
+
+            wait_until(lambda: job_status() == "running", 60, 0.05, "the job to start")
+            redis_srv.kill()  # the job's message is unacknowledged right now
+            wait_until(lambda: "Connection to broker lost" in worker.output(), 30, 0.1,
+                       "the worker to notice")
+            redis_srv.start()
+            wait_until(lambda: job_status() == "completed", 60, 0.2, "the job to complete")
+            # Still the same worker process, consuming again: a new event is delivered.
+            r = client.post("/api/v1/episodes", headers=editor.headers,
+                            json={"title": "After", "episode_number": 2})
+            ids = [episode_id, r.json["id"]]
+            wait_until(lambda: _delivered_once(app, ids), 60, 0.2, "delivery by the same worker")
+            assert worker.proc.poll() is None, worker.output()[-3000:]
+            assert "Unrecoverable error" not in worker.output()
