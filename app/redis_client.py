@@ -190,19 +190,23 @@ def redis_down() -> bool:
     return breaker is not None and breaker.down
 
 
-def when_redis_returns(job: Callable[[redis.Redis], None]) -> None:
-    """Run ``job(client)`` once Redis answers again (in this process; best effort)."""
+def when_redis_returns(job: Callable[[redis.Redis], None]) -> bool:
+    """Run ``job(client)`` once Redis answers again (in this process; best effort).
+
+    False when there is no Redis to wait for (not configured).
+    """
     client = get_redis()
     breaker = breaker_of(client) if client is not None else None
     if breaker is None:
-        return
+        return False
     breaker.defer(job)
     with _lock:
         if id(breaker) in _retriers:
-            return
+            return True
         _retriers.add(id(breaker))
     threading.Thread(target=_retry_pending, args=(client, breaker), name="redis-deferred-writes",
                      daemon=True).start()
+    return True
 
 
 def pending_writes() -> bool:

@@ -192,3 +192,25 @@ def test_a_stalled_redis_opens_the_breaker_then_one_caller_finds_it_back(app):
 
         wait_until(answered, 30, 0.1, "Redis to answer once the breaker lets a call through")
         assert not breaker.down
+
+
+@pytest.mark.redis
+@needs_redis_server
+def test_events_left_in_the_outbox_are_woken_once_redis_returns(app, editor):
+    """No later commit needed: the process that could not enqueue wakes a drainer itself."""
+    from config import TestConfig
+
+    with redis_server() as server:
+        celery = TestConfig.celery() | {"broker_url": server.url, "task_always_eager": False}
+        live = make_test_app(REDIS_URL=server.url, CELERY=celery)
+        client = live.test_client()
+        assert client.get("/api/v1/auth/me", headers=editor.headers).status_code == 200
+        server.kill()
+        r = client.post("/api/v1/episodes", headers=editor.headers,
+                        json={"title": "While down", "episode_number": 1})
+        assert r.status_code == 201
+        server.start()  # empty: no drain flag, no queued task
+        redis = server.client()
+        # The drain flag is set and one drain task waits in the broker's queue.
+        wait_until(lambda: redis.exists("ec:delivery:draining") and redis.llen("celery") == 1,
+                   30, 0.1, "the wake-up once Redis is back")
