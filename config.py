@@ -71,6 +71,14 @@ class Config:
     # connections per process; a caller waits up to the timeout for a free one.
     REDIS_POOL_SIZE = _int("REDIS_POOL_SIZE", 128)
     REDIS_POOL_TIMEOUT = _float("REDIS_POOL_TIMEOUT", 5.0)
+    # Redis is a cache and a transport: a dead one must cost a request next to nothing
+    # (app/redis_client.py). Short timeouts, no retries, and after a failure Redis is
+    # treated as down for REDIS_RETRY_SECONDS (every use takes its fallback at once).
+    REDIS_CONNECT_TIMEOUT = _float("REDIS_CONNECT_TIMEOUT", 0.5)
+    REDIS_SOCKET_TIMEOUT = _float("REDIS_SOCKET_TIMEOUT", 1.0)
+    REDIS_RETRY_SECONDS = _float("REDIS_RETRY_SECONDS", 2.0)
+    # PostgreSQL unreachable: requests answer 503 database_unavailable with this Retry-After.
+    DB_RETRY_AFTER_SECONDS = _int("DB_RETRY_AFTER_SECONDS", 5)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_SECONDS", 15 * 60))
@@ -114,6 +122,9 @@ class Config:
     # First run: the first account registered on an empty instance becomes admin. Only the
     # embedded default (DevelopmentConfig without DATABASE_URL) turns it on by default.
     FIRST_USER_BECOMES_ADMIN = _bool("FIRST_USER_BECOMES_ADMIN", False)
+    # Multiplies every beat interval (app/tasks.py): tests and demos run the periodic
+    # tasks within seconds (0.02: the 30 s re-delivery sweep every 0.6 s).
+    BEAT_INTERVAL_SCALE = _float("BEAT_INTERVAL_SCALE", 1.0)
 
     # Job processing (workers/jobs.py). A running job whose heartbeat (progress writes) is
     # older than the timeout is treated as orphaned by a dead worker; handlers must reach a
@@ -238,7 +249,11 @@ class Config:
             # fail fast and let the outbox re-delivery pick the event up later.
             "task_publish_retry": False,
             "broker_connection_timeout": 2,
-            "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5},
+            # max_retries 0: without it kombu retries a publish's connect for the whole
+            # broker_connection_timeout (2 s per enqueue with the broker down). The
+            # worker's own reconnect loop is broker_connection_max_retries, unaffected.
+            "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5,
+                                         "max_retries": 0},
             "broker_connection_retry_on_startup": True,
             "task_always_eager": False,
             "timezone": "UTC",

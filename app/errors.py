@@ -7,7 +7,8 @@ from typing import Any
 from flask import Flask, jsonify
 from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import DataError as SQLDataError
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,58 @@ class RateLimited(DomainError):
     status, code = 429, "rate_limited"
 
 
+class DatabaseUnavailable(DomainError):
+    status, code = 503, "database_unavailable"
+
+
+# PostgreSQL SQLSTATE classes that mean "not now" rather than "this request is wrong":
+# connection exceptions, insufficient resources, operator intervention (shutdown, restart).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+_SQLITE_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached (or is shutting down, or the pool is exhausted).
+
+    A connection refused or lost has no SQLSTATE; an error the server reports has one,
+    and only the classes above mean the database itself is unavailable.
+    """
+    if isinstance(exc, DatabaseUnavailable | PoolTimeoutError | DisconnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    orig = exc.orig
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    if sqlite_name is not None:
+        return sqlite_name in _SQLITE_BUSY
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def database_unavailable_response():
+    """503 ``database_unavailable`` with ``Retry-After`` (never a traceback)."""
+    from flask import current_app
+
+    retry_after = current_app.config.get("DB_RETRY_AFTER_SECONDS", 5)
+    return error_response(503, "database_unavailable",
+                          "The database is unavailable; try again shortly",
+                          {"retry_after": retry_after}, {"Retry-After": str(retry_after)})
+
+
+def rollback_quietly() -> None:
+    """Roll back after a failure; a dead connection cannot even do that, so close instead."""
+    from app.extensions import db
+
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+        db.session.close()
+
+
 def error_response(status: int, code: str, message: str, details: Any = None, headers=None):
     """Build ``{"error": {"code", "message", "details"}}`` with the given status."""
     response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
@@ -86,6 +139,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def handle_domain_error(exc: DomainError):
         headers = {}
+        if isinstance(exc, DatabaseUnavailable):
+            rollback_quietly()
+            return database_unavailable_response()
         if isinstance(exc, RateLimited) and "retry_after" in exc.details:
             headers["Retry-After"] = str(exc.details["retry_after"])
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
@@ -136,6 +192,16 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(422, "value_out_of_range",
                               "A value is out of range or cannot be stored", {})
 
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeoutError)
+    @app.errorhandler(DisconnectionError)
+    def handle_database_error(exc: Exception):
+        if database_unavailable(exc):
+            log.warning("database unavailable: %s", exc)
+            rollback_quietly()
+            return database_unavailable_response()
+        return handle_out_of_range(exc)
+
     @app.errorhandler(RecursionError)
     def handle_too_deep(exc: RecursionError):
         from app.extensions import db
@@ -146,7 +212,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         log.exception("unhandled error")
-        from app.extensions import db
-
-        db.session.rollback()
+        rollback_quietly()
         return error_response(500, "internal_error", "Internal server error")

@@ -62,6 +62,9 @@ def _make_celery(app: Flask, *, set_as_current: bool = True) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
+    from app import broker_fixes
+
+    broker_fixes.install()  # a worker must survive Redis going away (see the module)
     celery_app = Celery(app.name, task_cls=FlaskTask, set_as_current=set_as_current)
     celery_app.config_from_object(app.config["CELERY"])
     # Declared, so a worker started without -Q consumes all four (none is silently unserved).
@@ -69,7 +72,9 @@ def _make_celery(app: Flask, *, set_as_current: bool = True) -> Celery:
                                    for name in QUEUES]
     celery_app.conf.task_default_queue = MAINTENANCE
     celery_app.conf.task_routes = TASK_ROUTES
-    celery_app.conf.beat_schedule = BEAT_SCHEDULE
+    scale = app.config.get("BEAT_INTERVAL_SCALE", 1.0)
+    celery_app.conf.beat_schedule = {name: {**entry, "schedule": entry["schedule"] * scale}
+                                     for name, entry in BEAT_SCHEDULE.items()}
     celery_app.conf.include = ["workers.events", "workers.jobs", "workers.maintenance",
                               "workers.notifications"]
     return celery_app

@@ -118,6 +118,28 @@ def celery_worker(*, concurrency: int = 2, pool: str = "prefork", queues: str | 
         stop(proc)
 
 
+@contextmanager
+def celery_beat(**env: str) -> Iterator[Worker]:
+    """``celery -A celery_app beat`` as a real process, with its own schedule file."""
+    log = _log_file("beat")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_app", "beat", "-l", "INFO",
+             "-s", str(LOG_DIR / f"schedule-{uuid.uuid4().hex[:8]}"), "--max-interval", "1"],
+            cwd=ROOT, env=service_env(**env), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    beat = Worker(proc, log)
+    try:
+        _wait_for(lambda: "beat: Starting" in log.read_text() or proc.poll() is not None, 60,
+                  "celery beat", log)
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery beat exited:\n{log.read_text()[-4000:]}")
+        yield beat
+    finally:
+        stop(proc)
+
+
 class Server:
     def __init__(self, proc: subprocess.Popen, url: str, log: Path):
         self.proc, self.url, self.log = proc, url, log

@@ -10,7 +10,12 @@ answers ``get_rooms`` and ``disconnect`` from it.
 """
 from __future__ import annotations
 
+import logging
+import time
+
 from socketio import Manager, RedisManager
+
+log = logging.getLogger(__name__)
 
 
 class IndexedRoomsMixin:
@@ -61,4 +66,55 @@ class IndexedManager(IndexedRoomsMixin, Manager):
 
 
 class IndexedRedisManager(IndexedRoomsMixin, RedisManager):
-    """Web processes sharing a Redis message queue."""
+    """Web processes sharing a Redis message queue; the listener outlives Redis restarts.
+
+    python-socketio's listener (pinned 5.18.1) does reconnect, but its wait doubles from
+    1 s up to 60 s and never shrinks while Redis stays down: after a 40 s outage this
+    process could stay deaf to every other process's emits for up to another minute. Here
+    the wait starts at 0.25 s and is capped at ``LISTEN_RETRY_MAX_SECONDS``, so the
+    process hears the queue again within that long of Redis coming back.
+    """
+
+    LISTEN_RETRY_MAX_SECONDS = 2.0
+
+    def resync_local_clients(self) -> None:
+        """Tell this process's sockets they may have missed events: ``resync_required``.
+
+        A delivery that cannot publish is postponed (nothing lost while Redis is down), but
+        one published after Redis is back and before this process subscribed again never
+        reaches its sockets, and pub/sub keeps nothing. The client reloads over REST (or
+        reconnects with ``last_event_id``), as for any other resync. Sent locally only.
+        """
+        envelope = {"id": None, "event": "resync_required",
+                    "data": {"reason": "message_queue_reconnected"}, "actor": None,
+                    "timestamp": None}
+        for namespace in list(self.rooms):
+            try:
+                Manager.emit(self, "resync_required", envelope, namespace=namespace)
+            except Exception:  # noqa: BLE001 - one namespace failing must not stop the listener
+                log.exception("resync_required to %s failed", namespace)
+
+    def _redis_listen_with_retries(self):  # the library's loop, with the capped wait
+        retry_sleep = 0.25
+        failed = False
+        while True:
+            try:
+                self._redis_connect()
+                self.pubsub.subscribe(self.channel)
+                if failed:
+                    log.warning("Socket.IO message queue: listening again")
+                    failed = False
+                    self.resync_local_clients()
+                retry_sleep = 0.25
+                yield from self.pubsub.listen()
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a wait
+                if not failed:
+                    log.warning("Socket.IO message queue lost (%s); reconnecting", exc)
+                failed = True
+                try:
+                    if self.pubsub is not None:
+                        self.pubsub.close()  # its connection is dead; do not leak it
+                except Exception:  # noqa: BLE001
+                    pass
+                time.sleep(retry_sleep)  # green under eventlet (patched)
+                retry_sleep = min(retry_sleep * 2, self.LISTEN_RETRY_MAX_SECONDS)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app.api.schemas import StatusSchema
 from app.auth import load_user_from_token
-from app.errors import DomainError
+from app.errors import DatabaseUnavailable, DomainError, database_unavailable, rollback_quietly
 from app.extensions import db, socketio
 from app.models import Episode, Job, User
 from app.realtime import connections, control
@@ -157,9 +157,14 @@ class AuthenticatedNamespace(Namespace):
                 if user is not None:
                     user_id, name, role, is_admin = user.id, user.name, user.role, user.is_admin
                 db.session.close()  # no connection held across the store's round trips
+        except DatabaseUnavailable as exc:
+            rollback_quietly()
+            raise _refuse(exc.code, exc.message) from exc
         except Exception as exc:  # noqa: BLE001 - database trouble: refuse, no traceback
-            db.session.rollback()
+            rollback_quietly()
             log.warning("connect refused, auth unavailable: %s", exc)
+            if database_unavailable(exc):
+                raise _refuse("database_unavailable", "The database is unavailable") from exc
             raise _refuse("unavailable", "Try again shortly") from exc
         if user is None:
             raise _refuse("invalid_token", "The token is invalid, expired or revoked")
@@ -176,7 +181,10 @@ class AuthenticatedNamespace(Namespace):
                                                      server_id=connections.SERVER_ID)
         except Exception as exc:  # noqa: BLE001 - presence store trouble: refuse, keep no trace
             connections.remove(sid)
+            rollback_quietly()
             log.warning("connect refused, presence unavailable: %s", exc)
+            if database_unavailable(exc):
+                raise _refuse("database_unavailable", "The database is unavailable") from exc
             raise _refuse("unavailable", "Try again shortly") from exc
         if not accepted:
             connections.remove(sid)

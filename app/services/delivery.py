@@ -29,6 +29,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from app.errors import database_unavailable, rollback_quietly
 from app.extensions import db
 from app.models import DomainEvent, utcnow
 from app.realtime import emit
@@ -100,8 +101,14 @@ def _deliver_claimed(ids: Iterable[int] | None, including: int | None, limit: in
         return []
     try:
         return _deliver(events)
-    except Exception:  # noqa: BLE001 - isolate the bad event: one at a time
-        session.rollback()
+    except Exception as exc:  # noqa: BLE001 - isolate the bad event: one at a time
+        rollback_quietly()
+        if _infrastructure_failure(exc):
+            # Redis or the database is away: no event is to blame, so none is charged an
+            # attempt or a backoff. They stay due, and the first wake-up once the service
+            # is back (the next commit's, or the sweep's) delivers them.
+            log.warning("delivery of %s events postponed, a service is down: %s", len(events), exc)
+            raise
         if len(events) == 1:
             record_failure(events[0].id, _last_error())
             return []
@@ -110,6 +117,14 @@ def _deliver_claimed(ids: Iterable[int] | None, including: int | None, limit: in
         for event_id in [e.id for e in events]:
             delivered += deliver_batch(ids=[event_id], limit=1)
         return delivered
+
+
+def _infrastructure_failure(exc: BaseException) -> bool:
+    """Redis (message queue) or the database unreachable, as opposed to a bad event."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError) or database_unavailable(exc)
 
 
 def _last_error() -> BaseException:
@@ -202,10 +217,26 @@ def drain(*, max_seconds: float = 20.0) -> int:
     emits in id order. After ``max_seconds`` the work is handed to a fresh task.
     """
     from app.redis_client import get_redis
+    from app.services.events import DRAIN_FLAG
+
+    client = get_redis()
+    try:
+        return _drain(client, max_seconds)
+    except Exception:
+        # Let the next commit wake a drainer at once instead of after the flag's TTL
+        # (Redis itself may be what failed: then there is nothing to clear).
+        if client is not None:
+            try:
+                client.delete(DRAIN_FLAG)
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+
+
+def _drain(client, max_seconds: float) -> int:
     from app.services.events import DRAIN_FLAG, DRAIN_FLAG_TTL
     from app.tasks import send_task
 
-    client = get_redis()
     deadline = time.monotonic() + max_seconds
     total = 0
     while True:

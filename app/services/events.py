@@ -143,5 +143,36 @@ def enqueue(event_id: int, *, explicit: bool = False) -> bool:
                 raise
     except Exception as exc:  # noqa: BLE001 - broker down: the outbox keeps the event
         log.warning("enqueue of event %s failed, left in the outbox: %s", event_id, exc)
+        if not explicit:
+            _wake_when_redis_returns(event_id)
         return False
     return True
+
+
+_wake_pending: set[str] = set()  # Redis URLs with a wake-up waiting (one app per URL)
+
+
+def _wake_when_redis_returns(event_id: int) -> None:
+    """Once Redis answers again, wake a drainer for what this process left in the outbox.
+
+    Without it those events wait for the next commit's wake-up or the beat's sweep (a
+    minute or more) even though Redis is back. One pending wake-up per process and Redis:
+    the drainer delivers every due event, not only the ones named.
+    """
+    from flask import current_app
+
+    from app.redis_client import when_redis_returns
+
+    url = current_app.config.get("REDIS_URL") or ""
+    if url in _wake_pending:
+        return
+    app = current_app._get_current_object()
+
+    def wake(_client) -> None:
+        _wake_pending.discard(url)
+        log.info("Redis answers again: waking delivery for what waits in the outbox")
+        with app.app_context():
+            enqueue(event_id)  # failing again, it registers the next wake-up itself
+
+    if when_redis_returns(wake):
+        _wake_pending.add(url)
