@@ -211,6 +211,6 @@ def test_events_left_in_the_outbox_are_woken_once_redis_returns(app, editor):
         assert r.status_code == 201
         server.start()  # empty: no drain flag, no queued task
         redis = server.client()
-        # The drain flag is set and one drain task waits in the broker's queue.
-        wait_until(lambda: redis.exists("ec:delivery:draining") and redis.llen("celery") == 1,
+        # The drain flag is set and one drain task waits in the broker's events queue.
+        wait_until(lambda: redis.exists("ec:delivery:draining") and redis.llen("events") == 1,
                    30, 0.1, "the wake-up once Redis is back")
