@@ -144,3 +144,19 @@ def server_on_port(port: int, **extra_env: str) -> Iterator[Any]:
         yield Server(proc, url, log)
     finally:
         stop(proc)
+
+
+def click(driver, selector: str, what: str = "") -> None:
+    """Click the element at ``selector``, finding it again if a live redraw replaced it
+    between the find and the click (a list redrawn on every progress event)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def attempt() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_until(attempt, what or f"a click on {selector}")

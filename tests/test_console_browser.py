@@ -8,11 +8,13 @@ import zipfile
 
 import pytest
 import requests
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from tests.browser import (
     OPEN_DRIVERS,
+    click,
     console_server,
     new_driver,
     require_browser,
@@ -213,13 +215,25 @@ def test_upload_then_export_progress_reaches_100_and_zip_downloads(server, brows
     driver.find_element(By.ID, "create-export").click()
     row = "#jobs li[data-status=completed]"
     wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, row), "the export job completed", timeout=60)
-    bar = driver.find_element(By.CSS_SELECTOR, f"{row} progress")
-    assert bar.get_attribute("value") == "100"
-    assert driver.find_element(By.CSS_SELECTOR, f"{row} .job-pct").text == "100%"
+    # Read the row in one script: the list redraws on live events, so an element found by
+    # one call may be replaced before the next (a stale reference, not a wrong value).
+    bar = driver.execute_script(
+        "const r = document.querySelector(arguments[0]);"
+        "return r && [String(r.querySelector('progress').value), r.querySelector('.job-pct').textContent];",
+        row)
+    assert bar == ["100", "100%"]
 
     for old in driver.downloads.glob("*"):
         old.unlink()
-    driver.find_element(By.CSS_SELECTOR, f"{row} [data-action=download]").click()
+
+    def click_download() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, f"{row} [data-action=download]").click()
+            return True
+        except StaleElementReferenceException:  # redrawn between find and click: find again
+            return False
+
+    wait_until(click_download, "the download button clicked")
     zips = wait_until(lambda: [p for p in driver.downloads.glob("*.zip")], "the zip downloaded", timeout=30)
     with zipfile.ZipFile(zips[0]) as archive:
         names = archive.namelist()
@@ -383,12 +397,12 @@ def test_job_from_another_client_appears_live_then_cancel_and_retry(server, brow
 
     progress = f"{row} progress"
     wait_until(lambda: int(css(driver, progress).get_attribute("value")) > 0, "live progress", timeout=30)
-    css(driver, f"{row} [data-action=cancel]").click()
+    click(driver, f"{row} [data-action=cancel]")
     wait_until(lambda: status() == "cancelled", "cancelled", timeout=30)
 
-    css(driver, f"{row} [data-action=retry]").click()
+    click(driver, f"{row} [data-action=retry]")
     wait_until(lambda: status() in ("queued", "running"), "retried")
     assert api(server, "GET", f"/jobs/{job['id']}", editor).json()["status"] in ("queued", "running")
     wait_until(lambda: css(driver, f"{row} [data-action=cancel]"), "cancellable again")
-    css(driver, f"{row} [data-action=cancel]").click()  # leave the worker free for other tests
+    click(driver, f"{row} [data-action=cancel]")  # leave the worker free for other tests
     wait_until(lambda: status() == "cancelled", "cancelled again", timeout=30)
