@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import wraps
 
 import redis
 from flask import Flask, current_app, g
-from flask_jwt_extended import current_user, decode_token, get_jwt, verify_jwt_in_request
+from flask_jwt_extended import current_user, decode_token, verify_jwt_in_request
 from redis.exceptions import RedisError
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
@@ -204,21 +204,6 @@ def _user_changed(_mapper, _connection, target: User) -> None:
     if session is not None:
         user_id = target.id
         on_commit(session, lambda: forget_cached_user(user_id))
-
-
-def revoke_current_token() -> None:
-    claims = get_jwt()
-    revoke_token(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
-
-
-def revoke_encoded_token(encoded: str) -> bool:
-    """Revoke a token given as a string (the refresh token sent on logout)."""
-    try:
-        claims = decode_token(encoded, allow_expired=True)
-    except Exception:  # noqa: BLE001 - any undecodable token is simply not revoked
-        return False
-    revoke_token(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
-    return True
 
 
 def load_user_from_token(encoded: str) -> User | None:

@@ -111,39 +111,15 @@ def console_server() -> Iterator[Any]:
 def server_on_port(port: int, **extra_env: str) -> Iterator[Any]:
     """``python wsgi.py`` on a given port (so a test can stop it and start it again at the
     same address), in the same mode as ``console_server``; stopped with SIGTERM."""
-    import subprocess
-    import sys
+    from tests.processes import web_server
 
-    import requests
-
-    from tests.processes import ROOT, Server, _log_file, _wait_for, service_env, stop
-
-    env = service_env(HOST="127.0.0.1", PORT=str(port), **extra_env)
     if _Config.REDIS_URL:
-        env["SOCKETIO_ASYNC_MODE"] = "eventlet"
+        with web_server(async_mode="eventlet", port=port, **extra_env) as server:
+            yield server
     else:
-        env.update(SOCKETIO_ASYNC_MODE="threading", EMBEDDED_WORKER="1")
-    log = _log_file("web")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            return True
-        try:
-            return requests.get(f"{url}/api/v1/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        _wait_for(up, 60, "web server", log)
-        if proc.poll() is not None:
-            raise RuntimeError(f"web server exited:\n{log.read_text()[-4000:]}")
-        yield Server(proc, url, log)
-    finally:
-        stop(proc)
+        with web_server(async_mode="threading", port=port, EMBEDDED_WORKER="1",
+                        **extra_env) as server:
+            yield server
 
 
 def click(driver, selector: str, what: str = "") -> None:

@@ -149,9 +149,11 @@ class Server:
 
 
 @contextmanager
-def web_server(*, async_mode: str = "threading", **env: str) -> Iterator[Server]:
-    """``python wsgi.py`` on a free port; yields its base URL once /health answers."""
-    port = free_port()
+def web_server(*, async_mode: str = "threading", port: int | None = None,
+               **env: str) -> Iterator[Server]:
+    """``python wsgi.py`` on ``port`` (a free one by default); yields its base URL once
+    /health answers."""
+    port = port or free_port()
     log = _log_file("web")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
