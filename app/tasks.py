@@ -90,7 +90,7 @@ def celery_init_app(app: Flask) -> Celery:
     return celery_app
 
 
-def send_task(name: str, *args, **options) -> None:
+def enqueue(name: str, *args, **options) -> None:
     """Enqueue a registered task on the current Flask app's own Celery app.
 
     Not ``task.delay``: a shared task resolves to the process-wide default Celery app, which

@@ -234,8 +234,8 @@ def drain(*, max_seconds: float = 20.0) -> int:
 
 
 def _drain(client, max_seconds: float) -> int:
+    from app import tasks
     from app.services.events import DRAIN_FLAG, DRAIN_FLAG_TTL
-    from app.tasks import send_task
 
     deadline = time.monotonic() + max_seconds
     total = 0
@@ -246,7 +246,7 @@ def _drain(client, max_seconds: float) -> int:
         total += len(delivered)
         if delivered:
             if time.monotonic() > deadline:
-                send_task("workers.events.drain")  # keep the flag: the next task goes on
+                tasks.enqueue("workers.events.drain")  # keep the flag: the next task goes on
                 return total
             continue
         if client is None:

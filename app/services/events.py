@@ -128,16 +128,16 @@ def enqueue(event_id: int, *, explicit: bool = False) -> bool:
     ``explicit`` (the re-delivery sweep) names the event, so one waiting out a failure
     backoff is tried.
     """
+    from app import tasks
     from app.redis_client import get_redis
-    from app.tasks import send_task
 
     try:
         client = None if explicit else get_redis()
         if client is None:
-            send_task("workers.events.deliver", event_id)
+            tasks.enqueue("workers.events.deliver", event_id)
         elif client.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
             try:
-                send_task("workers.events.drain")
+                tasks.enqueue("workers.events.drain")
             except Exception:
                 client.delete(DRAIN_FLAG)  # nobody will drain: let the next commit try
                 raise

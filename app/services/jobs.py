@@ -95,9 +95,9 @@ def enqueue_after_commit(job_id: int, *, countdown: float | None = None) -> None
     """
 
     def send() -> None:
-        from app.tasks import send_task
+        from app import tasks
 
-        send_task("workers.jobs.run_job", job_id, countdown=countdown)
+        tasks.enqueue("workers.jobs.run_job", job_id, countdown=countdown)
 
     on_commit(db.session(), send)
 

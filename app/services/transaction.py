@@ -6,14 +6,53 @@ client see a change that may still roll back; so side effects hang off ``after_c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.extensions import db
+
 log = logging.getLogger(__name__)
 _KEY = "ec_on_commit"
 _COLLECTORS = "ec_on_commit_collectors"
+_ATOMIC = "ec_atomic"
+
+
+class NestedAtomicError(RuntimeError):
+    """``atomic()`` was entered inside another: the inner commit would end the outer unit."""
+
+
+@contextmanager
+def atomic(*, keep_state: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on a clean exit, roll back on any exception, never nest.
+
+    The one way a service commits. Nesting is refused (not folded into the outer unit)
+    because an inner function that believes it committed would be wrong either way: its
+    side effects would wait for a commit it does not control. ``keep_state`` commits
+    without expiring the objects (see ``commit_keeping_state``).
+    """
+    session = db.session()
+    if session.info.get(_ATOMIC):
+        raise NestedAtomicError("atomic() entered inside another atomic() unit")
+    session.info[_ATOMIC] = True
+    try:
+        yield session
+        if keep_state:
+            commit_keeping_state(session)
+        else:
+            session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.info.pop(_ATOMIC, None)
+
+
+def in_atomic() -> bool:
+    """True inside an ``atomic()`` unit of the current session."""
+    return bool(db.session().info.get(_ATOMIC))
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:
