@@ -128,6 +128,8 @@ def test_cluster_behind_nginx_survives_a_killed_web_process(app, factory, admin,
                                    headers=admin.headers, timeout=15).json()["items"]
             assert {v["id"] for v in viewers} == {u.id for u in users}
 
+            assert requests.get(f"{c.url}/metrics", timeout=15).status_code == 403  # nginx's
+
             # Through nginx from a known address, with a forged X-Forwarded-For: the app
             # records the address nginx saw, not the forgery.
             editor_ip = sources[doomed.url][0]
