@@ -248,14 +248,14 @@ class Cluster:
         [web] = [w for w in self.webs if w.url.endswith(upstream)]
         return web
 
-    def sources_per_web(self) -> dict[str, list[str]]:
+    def sources_per_web(self, each: int = 2) -> dict[str, list[str]]:
         """Loopback addresses sorted by the web process they stick to: ``{url: [ip, ...]}``
-        with at least two addresses for each of the two processes."""
+        with at least ``each`` addresses for each of the two processes."""
         found: dict[str, list[str]] = {w.url: [] for w in self.webs}
         for n in range(2, 255):
             ip = f"127.0.0.{n}"
             found[self.web_of(ip).url].append(ip)
-            if all(len(ips) >= 2 for ips in found.values()):
+            if all(len(ips) >= each for ips in found.values()):
                 return found
         raise AssertionError(f"the hash never spread clients over both processes: {found}")
 

@@ -35,8 +35,9 @@ def _eventually(predicate, timeout: float = 30) -> bool:
 
 
 class ClusterClient:
-    """A python-socketio client on one transport, as a browser tab would be: it reconnects
-    by itself with the last event id it saw and joins its episode again on every connect."""
+    """A python-socketio client, as a browser tab would be: it reconnects by itself with the
+    last event id it saw and joins its episode again on every connect. ``transport`` is
+    "websocket", "polling", or "upgrade" (polling first, then the upgrade: browsers' way)."""
 
     def __init__(self, url: str, token: str, transport: str, episode_id: int):
         self.token, self.transport, self.episode_id = token, transport, episode_id
@@ -49,7 +50,8 @@ class ClusterClient:
         self.sio.on("episode_updated", self._updated, namespace="/episodes")
         self.sio.on("connect", self._connected, namespace="/episodes")
         self.sio.on("disconnect", self._disconnected, namespace="/episodes")
-        self.sio.connect(url, namespaces=["/episodes"], transports=[transport],
+        self.sio.connect(url, namespaces=["/episodes"],
+                         transports=None if transport == "upgrade" else [transport],
                          auth=self._auth, wait_timeout=15)
 
     def _auth(self) -> dict:
@@ -108,22 +110,25 @@ def _patch(url: str, episode_id: int, headers: dict, title: str, **extra: str) -
 @pytest.mark.redis
 @needs_nginx
 def test_cluster_behind_nginx_survives_a_killed_web_process(app, factory, admin, editor):
-    users = [factory.user("viewer") for _ in range(4)]
+    kinds = ("websocket", "polling", "upgrade")
+    users = [factory.user("viewer") for _ in range(2 * len(kinds))]
     # A killed process's sockets leave presence after this (the survivor pops them).
     with cluster(PRESENCE_STALE_SECONDS="2") as c:
         doomed, survivor = c.webs
-        sources = c.sources_per_web()  # client addresses nginx sends to each process
+        sources = c.sources_per_web(each=len(kinds))  # client addresses nginx sends to each process
         ep = requests.post(f"{c.url}/api/v1/episodes", headers=editor.headers, timeout=15,
                            json={"title": "T0", "episode_number": 16}).json()
         placed = [(web, ip, transport) for web in (doomed, survivor)
-                  for ip, transport in zip(sources[web.url], ("websocket", "polling"),
-                                           strict=False)]
+                  for ip, transport in zip(sources[web.url], kinds, strict=False)]
         clients = [ClusterClient(c.relay(ip).url, user.token, transport, ep["id"])
                    for (_, ip, transport), user in zip(placed, users, strict=True)]
-        on_doomed = clients[:2]
+        on_doomed, on_survivor = clients[:len(kinds)], clients[len(kinds):]
+        upgraded = [x for x in clients if x.transport == "upgrade"]
         try:
             assert _eventually(lambda: all(len(x.joins) == 1 for x in clients))
             assert all(x.joins[0]["ok"] for x in clients), [x.joins for x in clients]
+            # The upgrade reached the process that holds the polling session (sticky).
+            assert _eventually(lambda: all(x.sio.transport() == "websocket" for x in upgraded))
             viewers = requests.get(f"{c.url}/api/v1/presence/episode/{ep['id']}/viewers",
                                    headers=admin.headers, timeout=15).json()["items"]
             assert {v["id"] for v in viewers} == {u.id for u in users}
@@ -151,17 +156,18 @@ def test_cluster_behind_nginx_survives_a_killed_web_process(app, factory, admin,
             _patch(c.url, ep["id"], editor.headers, "T2")
             _patch(c.url, ep["id"], editor.headers, "T3")
             assert _eventually(lambda: all(x.titles() == ["T1", "T2", "T3"]
-                                           for x in clients[2:])), [x.titles() for x in clients]
+                                           for x in on_survivor)), [x.titles() for x in clients]
             for ip in sources[doomed.url]:
                 c.relay(ip).blocked.clear()
             # Back through nginx, on the survivor: the missed events first, then the room.
             assert _eventually(lambda: all(x.titles() == ["T1", "T2", "T3"] and len(x.joins) == 2
                                            for x in on_doomed)), [x.titles() for x in on_doomed]
             assert all(x.joins[1]["ok"] for x in on_doomed), [x.joins for x in on_doomed]
+            assert _eventually(lambda: all(x.sio.transport() == "websocket" for x in upgraded))
             _patch(c.url, ep["id"], editor.headers, "T4")
             assert _eventually(lambda: all(x.titles() == ["T1", "T2", "T3", "T4"]
                                            for x in clients)), [x.titles() for x in clients]
-            assert all(x.disconnects == 0 for x in clients[2:])
+            assert all(x.disconnects == 0 for x in on_survivor)
 
             # Presence: the dead process's sockets are gone, the reconnected ones count.
             def presence_right() -> bool:
@@ -169,7 +175,7 @@ def test_cluster_behind_nginx_survives_a_killed_web_process(app, factory, admin,
                                      timeout=15).json()
                 viewers = requests.get(f"{c.url}/api/v1/presence/episode/{ep['id']}/viewers",
                                        headers=admin.headers, timeout=15).json()["items"]
-                return (stats["connections_by_namespace"] == {"/episodes": 4}
+                return (stats["connections_by_namespace"] == {"/episodes": len(clients)}
                         and sorted(v["id"] for v in viewers) == sorted(u.id for u in users))
 
             assert _eventually(presence_right)
