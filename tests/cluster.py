@@ -261,8 +261,10 @@ class Cluster:
 
 
 def _enter_together(stack: ExitStack, managers: list) -> list:
-    """Enter context managers in threads at once; each one entered is exited by ``stack``."""
+    """Enter context managers in threads at once; ``stack`` exits every one entered, also
+    at once (one after another, stopping five processes took seconds)."""
     values: list = [None] * len(managers)
+    entered: list = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
@@ -274,13 +276,22 @@ def _enter_together(stack: ExitStack, managers: list) -> list:
             return
         with lock:
             values[i] = value
-            stack.push(managers[i].__exit__)
+            entered.append(managers[i])
+
+    def exit_all() -> None:
+        threads = [threading.Thread(target=m.__exit__, args=(None, None, None))
+                   for m in entered]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     threads = [threading.Thread(target=enter, args=(i,)) for i in range(len(managers))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    stack.callback(exit_all)
     if errors:
         raise errors[0]
     return values
