@@ -8,6 +8,7 @@ two upstream ports replaced, so the test proves the file that ships.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import socket
@@ -110,8 +111,11 @@ def nginx_server(web_ports: tuple[int, int], port: int | None = None) -> Iterato
     (prefix / "site.conf").write_text(site_config(port, web_ports))
     temp = "\n".join(f"    {kind}_temp_path {prefix / kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # As root, nginx's workers would run as nobody, who cannot enter the run's private
+    # temporary directory (its temp paths for large bodies are there): keep them as root.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     (prefix / "nginx.conf").write_text(f"""daemon off;
-worker_processes 1;
+{user}worker_processes 1;
 pid {prefix / 'nginx.pid'};
 error_log {prefix / 'error.log'} info;
 events {{ worker_connections 1024; }}

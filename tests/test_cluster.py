@@ -134,6 +134,16 @@ def test_cluster_behind_nginx_survives_a_killed_web_process(app, factory, admin,
             assert {v["id"] for v in viewers} == {u.id for u in users}
 
             assert requests.get(f"{c.url}/metrics", timeout=15).status_code == 403  # nginx's
+            # A body larger than nginx's buffers each way (spooled to its temp files).
+            data = os.urandom(1_000_000)
+            r = requests.post(f"{c.url}/api/v1/episodes/{ep['id']}/files", timeout=60,
+                              headers=editor.headers,
+                              files={"file": ("big.bin", data, "application/octet-stream")})
+            assert r.status_code == 201, r.text
+            url = requests.get(f"{c.url}/api/v1/files/{r.json()['id']}/download-url",
+                               headers=editor.headers, timeout=15).json()["url"]
+            got = requests.get(url if url.startswith("http") else c.url + url, timeout=60)
+            assert got.status_code == 200 and got.content == data
 
             # Through nginx from a known address, with a forged X-Forwarded-For: the app
             # records the address nginx saw, not the forgery.
