@@ -273,3 +273,10 @@ def test_ready_is_503_when_redis_stops_and_health_stays_200(app):
         assert "redis" in r.json["failed"] and r.json["checks"]["redis"] == "unavailable"
         assert client.get("/api/v1/health").status_code == 200  # the contract: degraded, 200
         assert client.get("/api/v1/health/live").status_code == 200
+
+
+def test_probes_are_in_the_openapi_spec(client):
+    paths = client.get("/api/v1/openapi.json").json["paths"]
+    assert paths["/api/v1/health/live"]["get"]["security"] == []
+    ready = paths["/api/v1/health/ready"]["get"]
+    assert ready["security"] == [] and {"200", "503"} <= set(ready["responses"])

@@ -76,8 +76,26 @@ def health():
     return jsonify(body), 503, {"Retry-After": retry_after}
 
 
+_STATE = {"type": "string"}
+_LIVE_DOC = {"200": {"description": "The process answers", "content": {"application/json": {
+    "schema": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}}
+_READY_SCHEMA = {"type": "object", "properties": {
+    "status": {"type": "string", "enum": ["ready", "not_ready"]},
+    "checks": {"type": "object", "properties": {
+        "database": _STATE, "redis": _STATE, "broker": _STATE, "outbox": _STATE}},
+    "failed": {"type": "array", "items": _STATE},
+    "outbox_lag_seconds": {"type": "number", "nullable": True}}}
+_READY_DOC = {
+    "200": {"description": "Ready to serve",
+            "content": {"application/json": {"schema": _READY_SCHEMA}}},
+    "503": {"description": "Not ready: ``failed`` names the checks (database, redis, broker, "
+                           "outbox); ``Retry-After`` is set",
+            "content": {"application/json": {"schema": _READY_SCHEMA}}},
+}
+
+
 @blp.route("/health/live")
-@blp.doc(security=[])
+@blp.doc(security=[], responses=_LIVE_DOC)
 def live():
     """Liveness: the process answers (no dependency is checked; restart it if this fails)."""
     return jsonify({"status": "ok"}), 200
@@ -110,7 +128,7 @@ def _outbox_lag_seconds() -> float | None:
 
 
 @blp.route("/health/ready")
-@blp.doc(security=[])
+@blp.doc(security=[], responses=_READY_DOC)
 def ready():
     """Readiness: database, Redis and broker reachable, outbox not lagging (else 503)."""
     checks: dict = {"database": "ok" if _database_ok() else "unavailable"}
