@@ -280,3 +280,25 @@ def test_probes_are_in_the_openapi_spec(client):
     assert paths["/api/v1/health/live"]["get"]["security"] == []
     ready = paths["/api/v1/health/ready"]["get"]
     assert ready["security"] == [] and {"200", "503"} <= set(ready["responses"])
+
+
+def test_dashboard_and_alerts_use_only_exported_names(client):
+    import json
+    import re
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    text = scrape(client)
+    exported = {sample for sample, _labels in samples(text)}
+    for family in text_string_to_metric_families(text):  # families with no sample yet too
+        exported |= {family.name, f"{family.name}_total"} if family.type == "counter" \
+            else {family.name}
+    dashboard = json.loads((deploy / "grafana" / "episode-control.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs.append((deploy / "prometheus" / "alerts.yml").read_text())
+    used = {name for expr in exprs for name in re.findall(r"\bec_[a-z_]+", expr)}
+    # Histograms export _bucket only once observed: name the family for those.
+    missing = {name for name in used if name not in exported
+               and re.sub(r"_(bucket|count|sum)$", "", name) not in exported}
+    assert not missing, missing
+    assert len(used) >= 12
