@@ -329,8 +329,11 @@ def init_metrics(app: Flask) -> None:
         return Response(render(app), mimetype=CONTENT_TYPE_LATEST)
 
 
-def _mark_dead() -> None:
-    """This process is gone: drop its live gauges (its sockets) from the sums."""
+def mark_dead() -> None:
+    """This process is gone: drop its live gauges (its sockets) from the sums.
+
+    Runs at exit (atexit; ``python wsgi.py``'s graceful shutdown calls it before
+    ``os._exit``) and when a Celery pool child shuts down."""
     if _MULTIPROC_DIR:
         try:
             mark_process_dead(os.getpid(), _MULTIPROC_DIR)
@@ -338,7 +341,7 @@ def _mark_dead() -> None:
             pass
 
 
-atexit.register(_mark_dead)
+atexit.register(mark_dead)
 
 
 def _connect_celery_signals() -> None:
@@ -346,7 +349,7 @@ def _connect_celery_signals() -> None:
 
     # A prefork child that exits (max tasks, a crash the parent notices) is not a web
     # process and holds no sockets, but its pid may be reused: mark it dead either way.
-    worker_process_shutdown.connect(lambda **_: _mark_dead(), weak=False)
+    worker_process_shutdown.connect(lambda **_: mark_dead(), weak=False)
 
 
 _connect_celery_signals()

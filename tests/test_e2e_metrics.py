@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import requests
+import socketio as sio_client
 
 from tests.processes import ROOT, celery_worker, service_env, web_server
 from tests.services import wait_until
@@ -46,6 +47,19 @@ def test_web_and_worker_report_together(app, editor, tmp_path_factory):
         text = wait_until(delivered, 60, 0.2, "episode_updated delivered in /metrics")
         pids = {name.stem.rsplit("_", 1)[-1] for name in directory.glob("*.db")}
         worker_log = worker.output()
+        sock = sio_client.Client(reconnection=False)
+        sock.connect(server.url, namespaces=["/feed"], auth={"token": editor.token},
+                     transports=["websocket"], wait_timeout=10)
+        try:
+            sockets = requests.get(f"{server.url}/metrics", headers=auth, timeout=10).text
+        finally:
+            sock.disconnect()
+        web_gauges = directory / f"gauge_livesum_{server.proc.pid}.db"
+        assert web_gauges.exists()
+    # Stopped with SIGTERM (graceful shutdown): the web process marked itself dead.
+    assert not web_gauges.exists()
+    assert value(sockets, "ec_socket_connections", namespace="/feed") == 1
+    assert value(sockets, "ec_socket_connects_total", namespace="/feed") == 1
     assert value(text, "ec_events_recorded_total", event="episode_updated") == 1
     assert value(text, "ec_events_delivered_total", event="episode_updated") == 1
     assert value(text, "ec_event_delivery_lag_seconds_count") >= 2
