@@ -80,6 +80,7 @@ JOB_DURATION = Histogram("ec_job_duration_seconds", "Job attempt duration by typ
                          ["type", "outcome"], buckets=JOB_BUCKETS)
 
 _enabled = True
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _now() -> float:
@@ -318,8 +319,10 @@ def init_metrics(app: Flask) -> None:
         if start is not None:
             # The URL rule, never the raw path: ids in paths would make a series per row.
             rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-            HTTP_REQUESTS.labels(request.method, rule, str(response.status_code)).inc()
-            HTTP_LATENCY.labels(request.method, rule).observe(time.perf_counter() - start)
+            # Any token is a method to werkzeug: unknown ones share a label (bounded series).
+            method = request.method if request.method in _METHODS else "OTHER"
+            HTTP_REQUESTS.labels(method, rule, str(response.status_code)).inc()
+            HTTP_LATENCY.labels(method, rule).observe(time.perf_counter() - start)
         return response
 
     @app.get("/metrics")

@@ -84,6 +84,8 @@ def test_http_requests_are_labelled_by_url_rule_not_path(client, editor):
     assert value(after, "ec_http_request_duration_seconds_count", method="GET",
                  route="/api/v1/episodes/<int:episode_id>") >= 2
     assert "/api/v1/episodes/999999" not in after
+    client.open("/api/v1/episodes", method="BREW")
+    assert 'method="BREW"' not in scrape(client)
 
 
 def test_episode_update_counts_recorded_delivered_and_lag(client, editor):
