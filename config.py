@@ -214,6 +214,19 @@ class Config:
     # When on: no compressor kept between messages (smaller, worse ratio, more CPU per message).
     SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER = _bool("SOCKETIO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER", False)
 
+    # Prometheus metrics (app/metrics.py, deploy/monitoring.md). PROMETHEUS_MULTIPROC_DIR is
+    # read from the environment only (prometheus_client chooses its storage at import):
+    # set it for every web process and worker so that /metrics reports them all.
+    METRICS_ENABLED = _bool("METRICS_ENABLED", True)
+    # /metrics answers a request carrying "Authorization: Bearer <METRICS_TOKEN>", or one
+    # from an address in METRICS_ALLOW (comma-separated addresses or networks; the client
+    # address honours X-Forwarded-For only behind TRUSTED_PROXIES). Empty: token only.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
+    METRICS_ALLOW = os.environ.get("METRICS_ALLOW", "127.0.0.1,::1")
+    # /health/ready fails (503) when the oldest undelivered event that has not failed yet
+    # is older than this (workers down or far behind); 0 turns the check off.
+    HEALTH_READY_OUTBOX_LAG_SECONDS = _float("HEALTH_READY_OUTBOX_LAG_SECONDS", 300.0)
+
     # OpenAPI (flask-smorest).
     API_TITLE = "Episode Control"
     API_VERSION = "v1"

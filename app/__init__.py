@@ -46,12 +46,14 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     from app.errors import register_error_handlers
     from app.extensions import api, db, jwt, migrate
     from app.limits import init_limits
+    from app.metrics import init_metrics
     from app.realtime import init_realtime
     from app.security import init_edge
     from app.tasks import celery_init_app
     from app.ws_compression import install_ws_compression
 
-    init_limits(app)  # first: the body cap runs before any hook that reads a body
+    init_metrics(app)  # first: its timer starts before every other hook (it reads no body)
+    init_limits(app)  # the body cap runs before any hook that reads a body
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         from app.db_pool import ping_when_idle

@@ -286,6 +286,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         from app.tasks import start_embedded_worker
 
         start_embedded_worker(app)
+    from app.metrics import mark_dead
     from app.realtime.connections import refresh_loop, shutdown_all
 
     # Three refreshes per TTL: a socket of a live process never expires; one of a process
@@ -306,6 +307,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
             # The embedded worker's pool threads would keep the process alive; what they
             # had not finished is still in the outbox and is re-delivered on the next start.
             logging.shutdown()
+            mark_dead()  # os._exit skips atexit: this process's socket gauges leave the sums
             os._exit(0)
 
     def _graceful(signum, _frame):

@@ -18,7 +18,9 @@ def connect(app, client, user, namespace, **auth):
 
 def wait_events(sio, namespace, name, *, count=1, timeout=5.0):
     """Received events of one name (emits through Redis arrive asynchronously)."""
-    buffer = _buffers.setdefault((id(sio), namespace), [])
+    # On the client itself, not keyed by id(sio): a later test's client can get the id of a
+    # collected one and would read its leftover events.
+    buffer = sio.__dict__.setdefault("_test_buffers", {}).setdefault(namespace, [])
     deadline = time.monotonic() + timeout
     while True:
         buffer += sio.get_received(namespace)
@@ -28,8 +30,6 @@ def wait_events(sio, namespace, name, *, count=1, timeout=5.0):
             return [e["args"][0] for e in got]
         time.sleep(0.05)
 
-
-_buffers: dict = {}
 
 
 def test_connect_refused_without_or_with_bad_token(app, client, viewer):

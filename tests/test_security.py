@@ -209,7 +209,8 @@ def test_openapi_declares_bearer_auth_and_it_matches_the_routes(client, app):
                 public.append(path)
                 assert response.status_code != 401, (method, path)
     assert sorted(set(public)) == ["/api/v1/auth/login", "/api/v1/auth/register", "/api/v1/auth/setup",
-                                   "/api/v1/files/{file_id}/download", "/api/v1/health"]
+                                   "/api/v1/files/{file_id}/download", "/api/v1/health",
+                                   "/api/v1/health/live", "/api/v1/health/ready"]
     assert len(secured) > 30
 
 

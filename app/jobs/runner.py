@@ -23,6 +23,7 @@ import time
 
 from flask import current_app
 
+from app import metrics
 from app.extensions import db
 from app.jobs.context import JobCancelled, JobContext, JobLost, PermanentJobError
 from app.services import job_types
@@ -90,7 +91,10 @@ def run(job_id: int) -> str:
         # Not queued: cancelled while waiting, already finished, or running elsewhere
         # (a redelivered message; if that worker is dead, the stale-job sweep takes it back).
         return "skipped"
-    return execute(attempt)
+    started = time.perf_counter()
+    outcome = execute(attempt)
+    metrics.job_finished(attempt.type, outcome, time.perf_counter() - started)
+    return outcome
 
 
 def execute(attempt: Attempt) -> str:

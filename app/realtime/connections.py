@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from app import metrics
 from app.extensions import socketio
 from app.models import utcnow
 
@@ -66,12 +67,14 @@ def add(sid: str, user_id: int, namespace: str, *, cap: int, name: str = "",
         conn = Connection(sid, user_id, namespace, eio_sid, name=name, role=role)
         _connections[sid] = conn
         _sockets_per_client[eio_sid] = _sockets_per_client.get(eio_sid, 0) + 1
+    metrics.socket_connected(namespace)
     return conn
 
 
 def reset() -> None:
     """Forget every socket: a new Socket.IO server (``init_app``) starts with none."""
     with _lock:
+        metrics.sockets_reset(conn.namespace for conn in _connections.values())
         _connections.clear()
         _sockets_per_client.clear()
 
@@ -89,6 +92,7 @@ def remove(sid: str) -> Connection | None:
                 _sockets_per_client[conn.eio_sid] = left
             else:
                 _sockets_per_client.pop(conn.eio_sid, None)
+            metrics.socket_disconnected(conn.namespace)
         return conn
 
 

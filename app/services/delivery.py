@@ -29,6 +29,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from app import metrics
 from app.errors import database_unavailable, rollback_quietly
 from app.extensions import db
 from app.models import DomainEvent, utcnow
@@ -138,12 +139,14 @@ def _deliver(events: list[DomainEvent]) -> list[int]:
     new_batch()
     for _name, step in IN_TRANSACTION_STEPS:
         step(events)
+    emitted_at = time.time()  # the emit is the last step
     ids = [event.id for event in events]
     session.execute(update(DomainEvent).where(DomainEvent.id.in_(ids))
                     .values(delivered_at=utcnow(), last_error=None,
                             attempts=DomainEvent.attempts + 1)
                     .execution_options(synchronize_session=False))
     session.commit()
+    metrics.events_delivered(events, emitted_at=emitted_at)
     for name, step in AFTER_COMMIT_STEPS:
         try:
             step(events)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert
 
+from app import metrics
 from app.extensions import db
 from app.models import DomainEvent, User
 from app.services.transaction import collect_on_commit
@@ -70,6 +71,7 @@ def record_many(specs: list[dict]) -> list[Recorded]:
         return []
     ids = list(db.session.execute(_INSERT, rows).scalars())
     _wake_after_commit(ids)
+    collect_on_commit(db.session(), "ec_metrics", metrics.events_recorded).extend(r["name"] for r in rows)
     return [Recorded(event_id, row["name"]) for event_id, row in zip(ids, rows, strict=True)]
 
 
@@ -90,6 +92,7 @@ def record(
                      changes=changes)
     event_id = db.session.execute(_INSERT, values).scalar_one()
     _wake_after_commit([event_id])  # the id is what the after-commit wake-up names
+    collect_on_commit(db.session(), "ec_metrics", metrics.events_recorded).append(name)
     return Recorded(event_id, name)
 
 
