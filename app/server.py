@@ -181,6 +181,8 @@ def write_websockets_on_demand() -> None:
     from engineio import base_server, packet
     from engineio import socket as eio_socket
 
+    from app.eventlet_ws import adopt
+
     if getattr(eio_socket.Socket._websocket_handler, "on_demand", False):
         return
 
@@ -231,10 +233,16 @@ def write_websockets_on_demand() -> None:
             self.upgraded = True
 
         # Instead of starting the writer thread: the queue starts one when it has packets.
-        self._ec_ws, self._ec_writer = ws, None
+        # And, without an extension, instead of this green thread reading for the
+        # connection's life: a hub listener (app/eventlet_ws.py); this thread ends here.
+        hub_ws = adopt(self, ws)
+        self._ec_ws, self._ec_writer = hub_ws or ws, None
         self.queue.on_put = functools.partial(_kick_writer, self)
         _kick_writer(self)  # whatever was queued before the upgrade
         self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
+        if hub_ws is not None:
+            hub_ws.listen()
+            return []
 
         while True:
             p = None
@@ -298,6 +306,11 @@ def serve(app: Flask, *, host: str, port: int) -> None:
 
     def _cleanup_and_exit() -> None:
         try:
+            if mode == "eventlet":
+                from app.eventlet_ws import counts
+
+                log.info("websockets read by hub listeners: %(adopted)s adopted, %(open)s open",
+                         counts)
             with app.app_context():
                 shutdown_all()
         except Exception:  # noqa: BLE001 - exit anyway; the stale sweep finishes the job
@@ -324,6 +337,9 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         kwargs["protocol"] = _small_buffer_protocol()
         schedule_pings_on_the_hub()
         write_websockets_on_demand()
+        from app import eventlet_ws
+
+        eventlet_ws.limit = cap
     elif mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True
     tune_gc()
