@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,10 @@ class HubWebSocket:
             log.exception("websocket %s: unexpected error", getattr(self.eio, "sid", "?"))
         self._finish()
 
-    def _messages(self) -> list[str | bytes]:
-        """Complete messages parsed off ``self.buf``; control frames are answered here."""
-        out: list[str | bytes] = []
+    def _messages(self) -> Iterator[str | bytes]:
+        """Complete messages parsed off ``self.buf``, each handed out before the next frame
+        is looked at (a message followed by a close in one read still arrives); control
+        frames are answered here."""
         buf = self.buf
         while len(buf) >= 2:
             b0, b1 = buf[0], buf[1]
@@ -193,16 +195,15 @@ class HubWebSocket:
             if final:
                 data = b"".join(self.parts)
                 self.parts = None
+                self.buf = buf
                 if self.opcode == 1:
                     try:
-                        out.append(data.decode("utf-8"))
+                        yield data.decode("utf-8")
                     except UnicodeDecodeError:
-                        self.buf = buf
                         raise _Close(1007, "text must be UTF-8") from None
                 else:
-                    out.append(data)
+                    yield data
         self.buf = buf
-        return out
 
     def _deliver(self, data: str | bytes) -> None:
         """The library handler's loop body: one message to Engine.IO."""
