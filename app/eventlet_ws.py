@@ -25,9 +25,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 16384
-# eventlet's HTTP request objects that a websocket never uses again; the environ itself
-# stays (python-socketio keeps it for every event's request context).
-_REQUEST_ONLY_KEYS = ("eventlet.input", "eventlet.posthooks", "eventlet.set_idle")
+# What of the handshake's environ a websocket never uses again: eventlet's request objects
+# (its Input keeps the request's buffered files and socket alive, ``set_idle`` the protocol)
+# and the headers a second time over (``headers_raw``: tuples of the email parser's strings).
+# The rest stays: python-socketio keeps the environ for every event's request context.
+_REQUEST_ONLY_KEYS = ("eventlet.input", "eventlet.posthooks", "eventlet.set_idle", "headers_raw",
+                      "HTTP_SEC_WEBSOCKET_KEY")
 _EMPTY_INPUT = io.BytesIO(b"")
 
 # Sockets adopted so far and open now; ``limit`` is set by app.server.serve (MAX_CONNECTIONS).
