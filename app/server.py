@@ -189,6 +189,14 @@ def write_websockets_on_demand() -> None:
     class KickingQueue(eventlet.queue.Queue):
         on_put = None
 
+        # A list, not eventlet's deque: an empty deque is 760 B (its first 64-slot block),
+        # kept by every socket for life; the queue holds a packet or two at a time.
+        def _init(self, maxsize) -> None:
+            self.queue = []
+
+        def _get(self):
+            return self.queue.pop(0)
+
         def put(self, item, block=True, timeout=None) -> None:
             super().put(item, block, timeout)
             if self.on_put is not None:
