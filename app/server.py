@@ -173,9 +173,10 @@ def write_websockets_on_demand() -> None:
     stack, its frame stack, a GreenThread, an Event, a timeout Timer). Here the queue starts
     one when a packet is put and it ends when the queue is empty; what it sends, in what
     order, and how a ``None`` closes the websocket are the library's writer's. The handler
-    below is the library's ``Socket._websocket_handler`` with that writer; an idle
-    connection keeps one greenlet, its reader. bench/realtime.py --memory; tested end to
-    end by tests/test_e2e_realtime.py (events, pings, disconnects, shutdown).
+    below is the library's ``Socket._websocket_handler`` with that writer and, for a
+    websocket without an extension, with its reader handed to a hub listener
+    (app/eventlet_ws.py): an idle connection keeps no greenlet. bench/realtime.py --memory;
+    tested end to end by tests/test_e2e_realtime.py and tests/test_e2e_eventlet_ws.py.
     """
     import eventlet.queue
     from engineio import base_server, packet
