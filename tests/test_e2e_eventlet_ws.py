@@ -267,3 +267,20 @@ def test_many_sockets_come_and_go_without_leaving_listeners_behind(_schema, view
         assert adopted(server) == 61
         output = server.output()
         assert "Traceback" not in output and "Second simultaneous" not in output
+
+
+def test_past_the_cap_websockets_keep_the_library_reader(_schema):
+    """At most MAX_CONNECTIONS websockets leave eventlet's GreenPool (whose size capped open
+    connections); the ones after keep the library's reader and work the same."""
+    with web_server(async_mode="eventlet", MAX_CONNECTIONS="2", **PINGS) as server:
+        socks = [RawSocket(server.url) for _ in range(4)]
+        try:
+            for i, raw in enumerate(socks):
+                raw.sock.sendall(client_frame(f"ping {i}".encode(), 9))
+                assert raw.until(lambda op, p: op == 0xA) == (0xA, f"ping {i}".encode())
+        finally:
+            for raw in socks:
+                raw.sock.close()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(15)
+        assert adopted(server) == 2
