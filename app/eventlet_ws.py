@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ _EMPTY_INPUT = io.BytesIO(b"")
 # back-pressure on ``accept`` holds again and the descriptor limit (2 x cap + 256) is not hit.
 counts = {"adopted": 0, "open": 0}
 limit = 1 << 30
+# The on-demand writer's drain (app/server.py sets it): sends what is queued, then ``close``.
+# Set from there rather than imported, so this module does not import app.server back.
+drain: Callable[[Any], None] | None = None
 
 
 class _Close(Exception):
@@ -227,15 +230,13 @@ class HubWebSocket:
     def _finish(self) -> None:
         """The library handler's ending: what is queued goes out, the websocket closes, then
         the Engine.IO socket (its disconnect handlers run here)."""
-        from app.server import _drain_to_websocket
-
         eio = self.eio
         eio.queue.on_put = None
         eio.queue.put(None)
         while eio._ec_writer is not None:  # one is mid-send: it ends within the send timeout
             eio.server.sleep(0.01)
-        if eio._ec_ws is not None:
-            _drain_to_websocket(eio)
+        if eio._ec_ws is not None and drain is not None:
+            drain(eio)
         self.close(finishing=True)
         eio.close(wait=False, abort=True, reason=eio.server.reason.TRANSPORT_CLOSE)
 

@@ -182,10 +182,12 @@ def write_websockets_on_demand() -> None:
     from engineio import base_server, packet
     from engineio import socket as eio_socket
 
+    from app import eventlet_ws
     from app.eventlet_ws import adopt
 
     if getattr(eio_socket.Socket._websocket_handler, "on_demand", False):
         return
+    eventlet_ws.drain = _drain_to_websocket
 
     class KickingQueue(eventlet.queue.Queue):
         on_put = None
@@ -348,7 +350,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         write_websockets_on_demand()
         from app import eventlet_ws
 
-        eventlet_ws.limit = cap
+        eventlet_ws.limit = cap  # adopted websockets leave the GreenPool: cap them here
     elif mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True
     tune_gc()
