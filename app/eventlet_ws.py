@@ -106,7 +106,8 @@ class HubWebSocket:
         from eventlet.hubs import get_hub
 
         hub = get_hub()
-        self.listener = hub.add(hub.READ, self.sock.fileno(), self._readable, self._readable, None)
+        readable = self._readable  # one bound method for both callbacks, not two
+        self.listener = hub.add(hub.READ, self.sock.fileno(), readable, readable, None)
         # The listener keeps the green thread current at this call (for a throw it never
         # makes here: we leave the hub before closing); not the request's, kept for life.
         self.listener.greenlet = hub.greenlet
