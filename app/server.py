@@ -173,19 +173,32 @@ def write_websockets_on_demand() -> None:
     stack, its frame stack, a GreenThread, an Event, a timeout Timer). Here the queue starts
     one when a packet is put and it ends when the queue is empty; what it sends, in what
     order, and how a ``None`` closes the websocket are the library's writer's. The handler
-    below is the library's ``Socket._websocket_handler`` with that writer; an idle
-    connection keeps one greenlet, its reader. bench/realtime.py --memory; tested end to
-    end by tests/test_e2e_realtime.py (events, pings, disconnects, shutdown).
+    below is the library's ``Socket._websocket_handler`` with that writer and, for a
+    websocket without an extension, with its reader handed to a hub listener
+    (app/eventlet_ws.py): an idle connection keeps no greenlet. bench/realtime.py --memory;
+    tested end to end by tests/test_e2e_realtime.py and tests/test_e2e_eventlet_ws.py.
     """
     import eventlet.queue
     from engineio import base_server, packet
     from engineio import socket as eio_socket
 
+    from app import eventlet_ws
+    from app.eventlet_ws import adopt
+
     if getattr(eio_socket.Socket._websocket_handler, "on_demand", False):
         return
+    eventlet_ws.drain = _drain_to_websocket
 
     class KickingQueue(eventlet.queue.Queue):
         on_put = None
+
+        # A list, not eventlet's deque: an empty deque is 760 B (its first 64-slot block),
+        # kept by every socket for life; the queue holds a packet or two at a time.
+        def _init(self, maxsize) -> None:
+            self.queue = []
+
+        def _get(self):
+            return self.queue.pop(0)
 
         def put(self, item, block=True, timeout=None) -> None:
             super().put(item, block, timeout)
@@ -231,10 +244,16 @@ def write_websockets_on_demand() -> None:
             self.upgraded = True
 
         # Instead of starting the writer thread: the queue starts one when it has packets.
-        self._ec_ws, self._ec_writer = ws, None
+        # And, without an extension, instead of this green thread reading for the
+        # connection's life: a hub listener (app/eventlet_ws.py); this thread ends here.
+        hub_ws = adopt(self, ws)
+        self._ec_ws, self._ec_writer = hub_ws or ws, None
         self.queue.on_put = functools.partial(_kick_writer, self)
         _kick_writer(self)  # whatever was queued before the upgrade
         self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
+        if hub_ws is not None:
+            hub_ws.listen()
+            return []
 
         while True:
             p = None
@@ -299,6 +318,11 @@ def serve(app: Flask, *, host: str, port: int) -> None:
 
     def _cleanup_and_exit() -> None:
         try:
+            if mode == "eventlet":
+                from app.eventlet_ws import counts
+
+                log.info("websockets read by hub listeners: %(adopted)s adopted, %(open)s open",
+                         counts)
             with app.app_context():
                 shutdown_all()
         except Exception:  # noqa: BLE001 - exit anyway; the stale sweep finishes the job
@@ -326,6 +350,9 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         kwargs["protocol"] = _small_buffer_protocol()
         schedule_pings_on_the_hub()
         write_websockets_on_demand()
+        from app import eventlet_ws
+
+        eventlet_ws.limit = cap  # adopted websockets leave the GreenPool: cap them here
     elif mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True
     tune_gc()

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import tracemalloc
 
-tracemalloc.start(int(__import__("os").environ.get("MEMTRACE_FRAMES", "12")))
+# MEMTRACE_LATE=1: tracing starts at the first SIGUSR2 instead (a server that starts in
+# seconds rather than minutes on a loaded machine); the second snapshot then holds what was
+# allocated between the two, which is what the per-connection diff needs.
+FRAMES = int(__import__("os").environ.get("MEMTRACE_FRAMES", "12"))
+if not __import__("os").environ.get("MEMTRACE_LATE"):
+    tracemalloc.start(FRAMES)
 
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -28,6 +33,8 @@ _count = [0]
 def _dump(_signum, _frame) -> None:
     k = _count[0] = _count[0] + 1
     gc.collect()
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(FRAMES)
     snap = tracemalloc.take_snapshot()
     snap.dump(f"{OUT}.{k}.snap")
     del snap  # its traces are tuples: not to be counted below
