@@ -11,8 +11,8 @@ import pytest
 import requests
 import socketio as sio_client
 
+from tests.helpers import SocketClient as Client
 from tests.processes import web_server
-from tests.test_e2e_realtime import Client
 
 pytestmark = pytest.mark.redis
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import DomainEvent
+from tests.helpers import wait_for
 from tests.processes import celery_worker, web_server
 
 pytestmark = pytest.mark.redis
@@ -32,16 +33,6 @@ def live(app):
     """The test app publishes tasks to Redis for the real worker instead of running them."""
     app.extensions["celery"].conf.task_always_eager = False
     return app
-
-
-def wait_for(predicate, timeout: float = 30, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {predicate.__name__}")
 
 
 def job_state(client, user, job_id) -> dict:

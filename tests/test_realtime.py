@@ -9,27 +9,7 @@ from flask_jwt_extended import create_access_token
 
 from app.extensions import db, socketio
 from app.models import UserPresence
-
-
-def connect(app, client, user, namespace, **auth):
-    return socketio.test_client(app, namespace=namespace, flask_test_client=client,
-                                auth={"token": user.token, **auth})
-
-
-def wait_events(sio, namespace, name, *, count=1, timeout=5.0):
-    """Received events of one name (emits through Redis arrive asynchronously)."""
-    buffer = _buffers.setdefault((id(sio), namespace), [])
-    deadline = time.monotonic() + timeout
-    while True:
-        buffer += sio.get_received(namespace)
-        got = [e for e in buffer if e["name"] == name]
-        if len(got) >= count or time.monotonic() > deadline:
-            buffer[:] = [e for e in buffer if e["name"] != name]
-            return [e["args"][0] for e in got]
-        time.sleep(0.05)
-
-
-_buffers: dict = {}
+from tests.helpers import connect, wait_events
 
 
 def test_connect_refused_without_or_with_bad_token(app, client, viewer):
