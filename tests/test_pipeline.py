@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import time
 from datetime import timedelta
 
 import pytest
@@ -88,12 +87,12 @@ def _undeliverable_app(**overrides):
 
 def test_request_succeeds_while_broker_is_down_and_redelivery_catches_up(app, editor):
     down = _undeliverable_app()
-    started = time.monotonic()
+    # Fails fast, not a hang: one publish attempt, no retry loop (the time it takes is
+    # measured in bench/job_cancel.py).
+    assert down.extensions["celery"].conf.task_publish_retry is False
     r = down.test_client().post("/api/v1/episodes", headers=editor.headers,
                                 json={"title": "Offline", "episode_number": 7})
-    elapsed = time.monotonic() - started
     assert r.status_code == 201
-    assert elapsed < 5  # fails fast, not a hang
     assert _count(app, ActivityLog) == 0
     with app.app_context():
         event = db.session.scalar(select(DomainEvent))
