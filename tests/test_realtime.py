@@ -9,7 +9,7 @@ from flask_jwt_extended import create_access_token
 
 from app.extensions import db, socketio
 from app.models import UserPresence
-from tests.helpers import connect, wait_events
+from tests.helpers import connect, wait_events, wait_for
 
 
 def test_connect_refused_without_or_with_bad_token(app, client, viewer):
@@ -244,9 +244,7 @@ def test_realtime_stats_disconnect_and_broadcast(app, client, admin, viewer):
     [sid] = _sids(viewer.id, "/feed")
     assert client.delete("/api/v1/realtime/connections/nope", headers=admin.headers).status_code == 404
     assert client.delete(f"/api/v1/realtime/connections/{sid}", headers=admin.headers).status_code == 204
-    deadline = time.monotonic() + 5
-    while sio.is_connected("/feed") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not sio.is_connected("/feed"), 5, what="the connection closed")
     assert not sio.is_connected("/feed")
     assert client.get(f"/api/v1/presence/users/{viewer.id}",
                       headers=admin.headers).json["status"] == "offline"
