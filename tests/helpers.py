@@ -53,14 +53,15 @@ def connect(app: Any, client: Any, user: Any, namespace: str, **auth: Any) -> An
                                 auth={"token": user.token, **auth})
 
 
-_buffers: dict = {}
-
-
 def wait_events(sio: Any, namespace: str, name: str, *, count: int = 1,
                 timeout: float = 5.0) -> list[Any]:
     """Received events of one name on a test client (emits through Redis arrive
-    asynchronously); events of other names stay buffered for a later call."""
-    buffer = _buffers.setdefault((id(sio), namespace), [])
+    asynchronously); events of other names stay buffered for a later call.
+
+    The buffer hangs off the client itself: keyed by ``id(sio)`` in a module dict, a new
+    client at a dead one's address inherited its unread events.
+    """
+    buffer = sio.__dict__.setdefault("_unread", {}).setdefault(namespace, [])
     deadline = time.monotonic() + timeout
     while True:
         buffer += sio.get_received(namespace)
