@@ -111,6 +111,12 @@ class SocketClient:
                 got.append(data)
         return got
 
+    def drain(self, name: str) -> list[dict]:
+        """Everything received so far named ``name``, without waiting (to check no extra came)."""
+        while not self.events.empty():
+            self.seen.append(self.events.get()[2])
+        return [e for e in self.seen if e["event"] == name]
+
     def call(self, event: str, data: dict, namespace: str) -> Any:
         return self.sio.call(event, data, namespace=namespace, timeout=10)
 

@@ -4,17 +4,15 @@ python-socketio client over the wire. The rate limit holds exactly across proces
 because it is counted in Redis."""
 from __future__ import annotations
 
-import queue
 import time
 
 import pytest
 import requests
-import socketio as sio_client
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Notification
-from tests.helpers import wait_for
+from tests.helpers import SocketClient, wait_for
 from tests.processes import celery_worker
 
 pytestmark = pytest.mark.redis
@@ -33,19 +31,12 @@ def _post(api: str, admin, user_id: int, titles: range) -> None:
             assert r.status_code == 202, r.text
 
 
-def _received(received: queue.Queue, pushed: list, count: int) -> list:
-    """Take what arrived into ``pushed`` until it holds ``count``; then whatever else came in
-    a short settle (the pushes were published before their rows were marked delivered)."""
-    wait_for(lambda: _drain(received, pushed) >= count, 30, what=f"{count} pushes")
+def _pushed(feed: SocketClient, count: int) -> list[dict]:
+    """The ``notification`` pushes once ``count`` arrived, plus any extra that comes in a
+    short settle (each was published before its row was marked delivered)."""
+    feed.wait("notification", count=count, timeout=30)
     time.sleep(0.5)
-    _drain(received, pushed)
-    return pushed
-
-
-def _drain(received: queue.Queue, pushed: list) -> int:
-    while not received.empty():
-        pushed.append(received.get())
-    return len(pushed)
+    return feed.drain("notification")
 
 
 def test_rate_limit_holds_across_worker_processes(app, server, admin, editor):
@@ -56,27 +47,22 @@ def test_rate_limit_holds_across_worker_processes(app, server, admin, editor):
     r = requests.put(f"{api}/notifications/preferences", headers=editor.headers,
                      json={"digest_frequency": "hourly"}, timeout=10)
     assert r.status_code == 200
-    received: queue.Queue = queue.Queue()
-    pushed: list = []
-    client = sio_client.Client(reconnection=False)
-    client.on("notification", lambda data: received.put(data), namespace="/feed")
-    client.connect(server.url, namespaces=["/feed"], auth={"token": editor.token},
-                   transports=["websocket"], wait_timeout=10)
+    feed = SocketClient(server.url, editor.token, ["/feed"])
     try:
         with celery_worker(concurrency=1) as first:
             _post(api, admin, editor.id, range(30))
             wait_for(lambda: _count(app, Notification.delivered_at.is_not(None)) == 30, 30,
                      what="30 delivered", describe=lambda: first.output()[-3000:])
-            assert len(_received(received, pushed, 30)) == 30
+            assert len(_pushed(feed, 30)) == 30
             assert _count(app, Notification.digest_pending.is_(True)) == 0
         with celery_worker(concurrency=2) as second:  # a new process, concurrent children
             _post(api, admin, editor.id, range(30, 55))
             wait_for(lambda: _count(app, Notification.delivered_at.is_not(None)) == 55, 30,
                      what="55 delivered", describe=lambda: second.output()[-3000:])
-            assert len(_received(received, pushed, 50)) == 50, second.output()[-3000:]
+            assert len(pushed := _pushed(feed, 50)) == 50, second.output()[-3000:]
         assert first.proc.pid != second.proc.pid
         assert "succeeded" in first.output() and "succeeded" in second.output()
     finally:
-        client.disconnect()
+        feed.close()
     assert len({e["data"]["id"] for e in pushed}) == 50  # no duplicates
     assert _count(app, Notification.digest_pending.is_(True)) == 5
