@@ -7,37 +7,44 @@ Socket.IO message queue, token blocklist, rate limits, presence).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
+
+# The mapping every setting below reads: the process environment, or the one handed to
+# build_configs(), which runs this module's code again in a new module object.
+ENV: Mapping[str, str] = globals().get("_BUILD_ENVIRON", os.environ)
 
 BASE_DIR = Path(__file__).resolve().parent
-INSTANCE_DIR = Path(os.environ.get("INSTANCE_DIR", BASE_DIR / "instance"))
+INSTANCE_DIR = Path(ENV.get("INSTANCE_DIR", BASE_DIR / "instance"))
 
 DEFAULT_SECRET_KEY = "dev-secret-key-change-me"
 DEFAULT_JWT_SECRET_KEY = "dev-jwt-secret-key-change-me-please-32b"
 
 
 def _bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
+    value = ENV.get(name)
     if value is None:
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _int(name: str, default: int) -> int:
-    value = os.environ.get(name)
+    value = ENV.get(name)
     return int(value) if value not in (None, "") else default
 
 
 def _float(name: str, default: float) -> float:
-    value = os.environ.get(name)
+    value = ENV.get(name)
     return float(value) if value not in (None, "") else default
 
 
 def database_url() -> str:
     """The SQLAlchemy URL: PostgreSQL through psycopg 3 when DATABASE_URL is set."""
-    url = os.environ.get("DATABASE_URL")
+    url = ENV.get("DATABASE_URL")
     if not url:
         return f"sqlite:///{INSTANCE_DIR / 'episode_control.db'}"
     # Accept the common spellings and always use the psycopg (3) driver.
@@ -51,7 +58,7 @@ class Config:
     """Base configuration; every value can be overridden by an environment variable."""
 
     ENV_NAME = "development"
-    SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+    SECRET_KEY = ENV.get("SECRET_KEY", DEFAULT_SECRET_KEY)
     SQLALCHEMY_DATABASE_URI = database_url()
     # A web process serves many sockets at once (green threads under eventlet): a pool of
     # 5 + 10 made connect/disconnect storms queue for connections and time out.
@@ -66,7 +73,7 @@ class Config:
         "pool_timeout": _float("DB_POOL_TIMEOUT", 5.0),
     }
     DB_PING_IDLE_SECONDS = _float("DB_PING_IDLE_SECONDS", 10.0)
-    REDIS_URL = os.environ.get("REDIS_URL") or None
+    REDIS_URL = ENV.get("REDIS_URL") or None
     # The app's Redis client pool (auth cache, presence, delivery flags): at most this many
     # connections per process; a caller waits up to the timeout for a free one.
     REDIS_POOL_SIZE = _int("REDIS_POOL_SIZE", 128)
@@ -80,7 +87,7 @@ class Config:
     # PostgreSQL unreachable: requests answer 503 database_unavailable with this Retry-After.
     DB_RETRY_AFTER_SECONDS = _int("DB_RETRY_AFTER_SECONDS", 5)
 
-    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
+    JWT_SECRET_KEY = ENV.get("JWT_SECRET_KEY", DEFAULT_JWT_SECRET_KEY)
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_SECONDS", 15 * 60))
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_REFRESH_TOKEN_SECONDS", 30 * 86400))
     JWT_ERROR_MESSAGE_KEY = "message"
@@ -88,7 +95,7 @@ class Config:
     # round trip (no SELECT); changes to a user drop it after commit (app/auth.py).
     USER_CACHE_SECONDS = _int("USER_CACHE_SECONDS", 30)
 
-    STORAGE_DIR = os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "files"))
+    STORAGE_DIR = ENV.get("STORAGE_DIR", str(INSTANCE_DIR / "files"))
     # The upload route's limit; every other route is held to MAX_JSON_BYTES (app/limits.py).
     MAX_CONTENT_LENGTH = _int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
     MAX_JSON_BYTES = _int("MAX_JSON_BYTES", 1024 * 1024)
@@ -98,18 +105,18 @@ class Config:
     # back. A login costs one scrypt hash whatever the email, so the per-IP login limit is
     # also what bounds the CPU one client can spend.
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
-    RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "moving-window")
+    RATELIMIT_STRATEGY = ENV.get("RATELIMIT_STRATEGY", "moving-window")
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     # A storage error after the fallback (Redis dying mid-request) lets the request through
     # rather than answering 500.
     RATELIMIT_SWALLOW_ERRORS = True
     RATELIMIT_HEADERS_ENABLED = False  # Retry-After goes on the 429 only (app/errors.py)
-    RATELIMIT_LOGIN_PER_IP = os.environ.get("RATELIMIT_LOGIN_PER_IP", "30 per minute;300 per hour")
+    RATELIMIT_LOGIN_PER_IP = ENV.get("RATELIMIT_LOGIN_PER_IP", "30 per minute;300 per hour")
     # Failed logins (401) per account, whatever the address they come from.
-    RATELIMIT_LOGIN_PER_ACCOUNT = os.environ.get("RATELIMIT_LOGIN_PER_ACCOUNT",
+    RATELIMIT_LOGIN_PER_ACCOUNT = ENV.get("RATELIMIT_LOGIN_PER_ACCOUNT",
                                                  "5 per minute;20 per hour")
-    RATELIMIT_REGISTER_PER_IP = os.environ.get("RATELIMIT_REGISTER_PER_IP", "10 per hour")
-    RATELIMIT_REFRESH_PER_USER = os.environ.get("RATELIMIT_REFRESH_PER_USER", "30 per minute")
+    RATELIMIT_REGISTER_PER_IP = ENV.get("RATELIMIT_REGISTER_PER_IP", "10 per hour")
+    RATELIMIT_REFRESH_PER_USER = ENV.get("RATELIMIT_REFRESH_PER_USER", "30 per minute")
     DOWNLOAD_URL_SECONDS = _int("DOWNLOAD_URL_SECONDS", 3600)
 
     # Event pipeline and maintenance.
@@ -153,25 +160,25 @@ class Config:
     NOTIFICATION_PUSH_GRACE_SECONDS = _int("NOTIFICATION_PUSH_GRACE_SECONDS", 60)
 
     # Email over SMTP; no MAIL_SERVER means email is off (in-app only).
-    MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
+    MAIL_SERVER = ENV.get("MAIL_SERVER") or None
     MAIL_PORT = _int("MAIL_PORT", 25)
-    MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
-    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
+    MAIL_USERNAME = ENV.get("MAIL_USERNAME") or None
+    MAIL_PASSWORD = ENV.get("MAIL_PASSWORD") or None
     MAIL_USE_TLS = _bool("MAIL_USE_TLS", False)
     MAIL_USE_SSL = _bool("MAIL_USE_SSL", False)
-    MAIL_FROM = os.environ.get("MAIL_FROM", "Episode Control <no-reply@localhost>")
+    MAIL_FROM = ENV.get("MAIL_FROM", "Episode Control <no-reply@localhost>")
     MAIL_TIMEOUT_SECONDS = _int("MAIL_TIMEOUT_SECONDS", 10)
 
     # Real-time layer.
-    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+    SOCKETIO_ASYNC_MODE = ENV.get("SOCKETIO_ASYNC_MODE", "threading")
     # Browser origins allowed to call the REST API (Flask-CORS) and open sockets
     # (python-engineio), comma-separated; "*" any; empty: same origin only (app/cors.py).
-    CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "*")
+    CORS_ORIGINS = ENV.get("CORS_ORIGINS", "*")
     # Reverse proxies in front of the app that set X-Forwarded-For/-Proto/-Host. 0: those
     # headers are ignored (anyone can send them), the client address is the TCP peer's.
     TRUSTED_PROXIES = max(0, _int("TRUSTED_PROXIES", 0))
     # Socket.IO message queue shared by every web process and worker (Redis).
-    SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or REDIS_URL
+    SOCKETIO_MESSAGE_QUEUE = ENV.get("SOCKETIO_MESSAGE_QUEUE") or REDIS_URL
     MAX_CONNECTIONS = _int("MAX_CONNECTIONS", 500)
     # Engine.IO heartbeat: the server pings every interval; a client silent for the timeout
     # after a ping is dropped (python-engineio's defaults).
@@ -196,7 +203,7 @@ class Config:
     SOCKET_IO_CONCURRENCY = _int("SOCKET_IO_CONCURRENCY", 32)
     SOCKET_IO_WAIT_SECONDS = _float("SOCKET_IO_WAIT_SECONDS", 30.0)
     # Per-connection token buckets for client events: "event=burst/per_second,...".
-    SOCKET_EVENT_LIMITS = os.environ.get(
+    SOCKET_EVENT_LIMITS = ENV.get(
         "SOCKET_EVENT_LIMITS", "join=20/5,subscribe=20/5,set_status=5/1,heartbeat=5/1")
     # Reconnect replay (app/services/replay.py): the most recent emitted events kept in a
     # shared buffer (Redis, or process memory without it; 0 turns it off), and the most
@@ -276,7 +283,7 @@ class Config:
 class DevelopmentConfig(Config):
     """The embedded default: everything in one process."""
 
-    FIRST_USER_BECOMES_ADMIN = _bool("FIRST_USER_BECOMES_ADMIN", not os.environ.get("DATABASE_URL"))
+    FIRST_USER_BECOMES_ADMIN = _bool("FIRST_USER_BECOMES_ADMIN", not ENV.get("DATABASE_URL"))
 
 
 class TestConfig(Config):
@@ -313,8 +320,8 @@ class ProductionConfig(Config):
     """
 
     ENV_NAME = "production"
-    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "eventlet")
-    CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "")
+    SOCKETIO_ASYNC_MODE = ENV.get("SOCKETIO_ASYNC_MODE", "eventlet")
+    CORS_ORIGINS = ENV.get("CORS_ORIGINS", "")
     EMBEDDED_WORKER = _bool("EMBEDDED_WORKER", False)
 
     @classmethod
@@ -342,4 +349,18 @@ CONFIGS = {
 
 def config_from_env() -> type[Config]:
     """The config class named by APP_ENV (development by default)."""
-    return CONFIGS[os.environ.get("APP_ENV", "development")]
+    return CONFIGS[ENV.get("APP_ENV", "development")]
+
+
+def build_configs(environ: Mapping[str, str]) -> ModuleType:
+    """The configuration classes (``Config``, ``DevelopmentConfig``, ``ProductionConfig``,
+    ``TestConfig``, ``CONFIGS``) as ``environ`` would make them.
+
+    A fresh copy of this module, not a reload: the classes every import already holds
+    stay as they are, so a test can build a production config without undoing it after.
+    """
+    spec = importlib.util.spec_from_file_location("config_built", __file__)
+    module = importlib.util.module_from_spec(spec)
+    module._BUILD_ENVIRON = environ
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import _Config
+from tests.helpers import wait_for
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
@@ -59,22 +59,10 @@ def new_driver(download_dir: Path, *, width: int = 1280, height: int = 900):
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll until ``predicate()`` is truthy (bounded); its value is returned. A timeout
+    """``wait_for`` for a page: errors of a page still changing are retried, and a timeout
     reports what every open browser showed and logged."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - the page is still changing; try again
-            last_error = exc
-        time.sleep(0.1)
-    detail = f" (last error: {last_error})" if last_error else ""
-    for driver in OPEN_DRIVERS:
-        detail += "\n" + page_report(driver)
-    raise AssertionError(f"timed out waiting for {what}{detail}")
+    return wait_for(predicate, timeout, 0.1, what, ignore=(Exception,),
+                    describe=lambda: "\n".join(page_report(d) for d in OPEN_DRIVERS))
 
 
 def page_report(driver: Any) -> str:

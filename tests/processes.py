@@ -10,15 +10,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from tests.conftest import RUN_DIR, _Config
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = RUN_DIR / "logs"
@@ -53,13 +54,9 @@ def _log_file(kind: str) -> Path:
     return LOG_DIR / f"{kind}-{uuid.uuid4().hex[:8]}.log"
 
 
-def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not start; log:\n{log.read_text()[-4000:]}")
+def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, log: Path) -> None:
+    wait_for(predicate, timeout, 0.1, f"{what} to start",
+             describe=lambda: f"log:\n{log.read_text()[-4000:]}")
 
 
 def stop(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 15) -> None:

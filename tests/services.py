@@ -13,27 +13,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
+from tests.helpers import wait_for
 from tests.processes import free_port
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 60.0, step: float = 0.1,
-               what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
 
 
 def have_redis_server() -> bool:
@@ -69,7 +56,7 @@ class RedisServer:
             except redis.RedisError:
                 return False
 
-        wait_until(up, 30, 0.05, "redis-server to start")
+        wait_for(up, 30, 0.05, "redis-server to start")
         client.close()
 
     def kill(self) -> None:

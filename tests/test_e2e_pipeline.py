@@ -1,27 +1,17 @@
 """End to end: the outbox with a real Redis broker and real worker processes."""
 from __future__ import annotations
 
-import time
-
 import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import ActivityLog, DomainEvent, User
 from app.services import delivery, episodes
+from tests.helpers import wait_for
 from tests.processes import celery_worker
 from tests.test_pipeline import _undeliverable_app
 
 pytestmark = pytest.mark.redis
-
-
-def _wait_until(predicate, timeout=60.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def _activity_count(app) -> int:
@@ -49,7 +39,7 @@ def test_created_while_broker_down_is_delivered_when_it_is_back(app, editor):
     with celery_worker(concurrency=1):
         with app.app_context():
             delivery.redeliver_stale()  # the beat task's work
-        assert _wait_until(lambda: _activity_count(app) == 1, 30)
+        wait_for(lambda: _activity_count(app) == 1, 30)
     with app.app_context():
         assert db.session.scalar(select(DomainEvent.delivered_at)) is not None
 
@@ -62,7 +52,7 @@ def test_worker_killed_mid_delivery_loses_nothing(app, editor):
         for n in range(total):
             episodes.create_episode(user, {"title": f"Load {n}", "episode_number": n})
     with celery_worker(concurrency=2) as worker:
-        assert _wait_until(lambda: _activity_count(app) > 0, 60, step=0.02)
+        wait_for(lambda: _activity_count(app) > 0, 60, 0.02)
         worker.kill()  # SIGKILL: no chance to finish or acknowledge anything
     delivered_before = _activity_count(app)
     assert delivered_before < total, "the worker finished before it could be killed"
@@ -72,7 +62,7 @@ def test_worker_killed_mid_delivery_loses_nothing(app, editor):
                 delivery.redeliver_stale()
                 return db.session.scalar(select(func.count()).select_from(DomainEvent)
                                          .where(DomainEvent.delivered_at.is_(None))) == 0
-        assert _wait_until(all_delivered, 120, step=0.5)
+        wait_for(all_delivered, 120, 0.5)
     with app.app_context():
         rows = db.session.scalar(select(func.count()).select_from(ActivityLog))
         distinct = db.session.scalar(select(func.count(func.distinct(ActivityLog.event_id))))

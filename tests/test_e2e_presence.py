@@ -5,29 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 import requests
 import socketio as sio_client
 
+from tests.helpers import SocketClient as Client
+from tests.helpers import wait_for
 from tests.processes import web_server
-from tests.test_e2e_realtime import Client
 
 pytestmark = pytest.mark.redis
 
 STORM_CLIENTS = 300
 STORM_USERS = 30
-
-
-def _eventually(predicate, timeout: float = 20) -> bool:
-    """Bounded polling for a condition (no timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _log_problems(text: str) -> list[str]:
@@ -84,7 +74,7 @@ def test_300_clients_join_one_room_at_once(app, worker, factory, editor):
             assert got.status_code == 200, (got.status_code, got.text)
             return got.json()["viewers"] == []
 
-        assert _eventually(nobody_left)  # all gone again
+        wait_for(nobody_left, 20, 0.1, "all gone again")
         log = server.output()
     assert _log_problems(log) == []
 
@@ -161,5 +151,6 @@ def test_user_socket_cap_and_event_rate_limits_answer_with_their_codes(app, edit
         finally:
             tab.close()
         # The socket slots come back when the user's sockets go.
-        assert _eventually(lambda: _refusal(server.url, "/jobs", viewer.token) is None)
+        wait_for(lambda: _refusal(server.url, "/jobs", viewer.token) is None, 20, 0.1,
+                 "the viewer admitted again")
         assert _log_problems(server.output()) == []

@@ -3,7 +3,6 @@ Redis broker, and python-socketio clients over the wire."""
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import time
 from datetime import timedelta
@@ -13,61 +12,11 @@ import requests
 import socketio as sio_client
 from flask_jwt_extended import create_access_token
 
+from tests.helpers import SocketClient as Client
+from tests.helpers import refused as _refused
 from tests.processes import web_server
 
 pytestmark = pytest.mark.redis
-
-
-class Client:
-    """A python-socketio client that records every event it receives, per namespace."""
-
-    def __init__(self, url: str, token: str, namespaces: list[str], **auth):
-        self.events: queue.Queue = queue.Queue()
-        self.seen: list[dict] = []
-        self.sio = sio_client.Client(reconnection=False)
-        for ns in namespaces:
-            self.sio.on("*", self._catch_all(ns), namespace=ns)
-        self.sio.connect(url, namespaces=namespaces, auth={"token": token, **auth},
-                         transports=["websocket"], wait_timeout=10)
-
-    def _catch_all(self, ns):
-        def handler(event, data):
-            self.events.put((ns, event, data))
-        return handler
-
-    def wait(self, name: str, *, count: int = 1, timeout: float = 15.0, where=None) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        got = [e for e in self.seen if e["event"] == name and (where is None or where(e))]
-        while len(got) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"waited for {count} {name}, got {len(got)}: "
-                                     f"{[e['event'] for e in self.seen]}")
-            try:
-                _ns, event, data = self.events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            self.seen.append(data)
-            if event == name and (where is None or where(data)):
-                got.append(data)
-        return got
-
-    def call(self, event: str, data: dict, namespace: str):
-        return self.sio.call(event, data, namespace=namespace, timeout=10)
-
-    def close(self):
-        self.sio.disconnect()
-
-
-def _refused(url: str, namespace: str, auth) -> bool:
-    client = sio_client.Client(reconnection=False)
-    try:
-        client.connect(url, namespaces=[namespace], auth=auth, transports=["websocket"],
-                       wait_timeout=5)
-    except sio_client.exceptions.ConnectionError:
-        return True
-    client.disconnect()
-    return False
 
 
 def test_connect_refused_without_token_expired_token_and_viewer_on_admin(app, server, viewer):

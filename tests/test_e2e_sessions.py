@@ -9,8 +9,8 @@ import requests
 import socketio as sio_client
 from sqlalchemy import delete
 
+from tests.helpers import SocketClient as Client
 from tests.processes import web_server
-from tests.test_e2e_realtime import Client
 
 pytestmark = pytest.mark.redis
 

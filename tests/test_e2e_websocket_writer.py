@@ -9,16 +9,8 @@ import time
 import requests
 import socketio as sio_client
 
+from tests.helpers import wait_for
 from tests.processes import web_server
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_upgraded_client_gets_acks_and_pings_and_is_disconnected_by_the_server(_schema, editor):
@@ -33,7 +25,8 @@ def test_upgraded_client_gets_acks_and_pings_and_is_disconnected_by_the_server(_
         client.connect(server.url, namespaces=["/episodes"], auth={"token": editor.token},
                        transports=["polling", "websocket"], wait_timeout=10)
         try:
-            assert _wait(lambda: client.transport() == "websocket"), client.transport()
+            wait_for(lambda: client.transport() == "websocket", 10,
+                     describe=lambda: f"transport: {client.transport()}")
             for _ in range(3):  # acks go out through the writer, in order, every time
                 ack = client.call("join", {"episode_id": episode["id"]}, namespace="/episodes",
                                   timeout=10)
@@ -43,6 +36,6 @@ def test_upgraded_client_gets_acks_and_pings_and_is_disconnected_by_the_server(_
             # A disconnect from the server (graceful shutdown disconnects every client): the
             # queued CLOSE and the writer's None close the websocket.
             server.proc.send_signal(signal.SIGTERM)
-            assert _wait(lambda: bool(lost) or not client.connected, 15)
+            wait_for(lambda: bool(lost) or not client.connected, 15, what="the server's disconnect")
         finally:
             client.disconnect()

@@ -17,8 +17,9 @@ from app.extensions import db
 from app.models import RevokedToken
 from app.redis_client import breaker_of, get_redis
 from tests.conftest import make_test_app
+from tests.helpers import wait_for
 from tests.processes import free_port
-from tests.services import have_redis_server, redis_server, wait_until
+from tests.services import have_redis_server, redis_server
 
 needs_redis_server = pytest.mark.skipif(not have_redis_server(), reason="redis-server not installed")
 
@@ -71,7 +72,7 @@ def test_revocation_made_while_redis_was_down_holds_when_it_returns(app, factory
         with live.app_context():
             jti = db.session.scalar(select(RevokedToken.jti))
         # The process writes the key it could not write, once Redis is back, by itself.
-        wait_until(lambda: server.client().exists(f"ec:blocklist:{jti}"), 30,
+        wait_for(lambda: server.client().exists(f"ec:blocklist:{jti}"), 30,
                    what="the deferred blocklist write")
         r = client.get("/api/v1/auth/me", headers=user.headers)
         assert r.status_code == 401 and r.json["error"]["code"] == "token_revoked"
@@ -94,7 +95,7 @@ def test_revocation_missed_by_a_redis_that_kept_its_data_is_still_refused(app, f
         assert r.status_code == 401
         with live.app_context():
             jti = db.session.scalar(select(RevokedToken.jti))
-        wait_until(lambda: admin.exists(f"ec:blocklist:{jti}"), 30, what="the deferred write")
+        wait_for(lambda: admin.exists(f"ec:blocklist:{jti}"), 30, what="the deferred write")
         for _ in range(3):  # Redis answers again, with or without its marker: still refused
             r = client.get("/api/v1/auth/me", headers=user.headers)
             assert r.status_code == 401 and r.json["error"]["code"] == "token_revoked"
@@ -190,7 +191,7 @@ def test_a_stalled_redis_opens_the_breaker_then_one_caller_finds_it_back(app):
             except redis.RedisError:
                 return False
 
-        wait_until(answered, 30, 0.1, "Redis to answer once the breaker lets a call through")
+        wait_for(answered, 30, 0.1, "Redis to answer once the breaker lets a call through")
         assert not breaker.down
 
 
@@ -212,5 +213,5 @@ def test_events_left_in_the_outbox_are_woken_once_redis_returns(app, editor):
         server.start()  # empty: no drain flag, no queued task
         redis = server.client()
         # The drain flag is set and one drain task waits in the broker's events queue.
-        wait_until(lambda: redis.exists("ec:delivery:draining") and redis.llen("events") == 1,
+        wait_for(lambda: redis.exists("ec:delivery:draining") and redis.llen("events") == 1,
                    30, 0.1, "the wake-up once Redis is back")

@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import ActivityLog, DomainEvent, Episode, User
 from tests.conftest import _Config
+from tests.helpers import wait_for
 from tests.processes import celery_worker, web_server
-from tests.services import have_redis_server, postgres_bin, postgres_cluster, redis_server, wait_until
+from tests.services import have_redis_server, postgres_bin, postgres_cluster, redis_server
 
 pytestmark = [
     pytest.mark.redis,
@@ -133,7 +134,7 @@ def test_redis_restart_under_writes_no_5xx_and_each_event_once(app):
                         writer.create()
                         return bool(listener.heard() & set(writer.created_ids()[after:]))
 
-                    wait_until(heard_one_created_after_restart, 90, 0.2,
+                    wait_for(heard_one_created_after_restart, 90, 0.2,
                                "an episode_created through the restarted Redis")
                     # What was published before it subscribed again is gone: it says so.
                     assert listener.resyncs and all(r["data"]["reason"] == "message_queue_reconnected"
@@ -141,12 +142,12 @@ def test_redis_restart_under_writes_no_5xx_and_each_event_once(app):
                     for _ in range(5):
                         writer.create()
                     assert set(writer.statuses()) == {201}, writer.statuses()
-                    wait_until(lambda: _health(web.url)["status"] == "ok", 60, 0.5, "health ok")
+                    wait_for(lambda: _health(web.url)["status"] == "ok", 60, 0.5, "health ok")
                     # Events committed while Redis was down (or whose delivery the kill cut
                     # short) waited in the outbox; the first wake-up after it came back
                     # delivered them. Each exactly once.
                     ids = writer.created_ids()
-                    wait_until(lambda: _delivered_once(app, ids), 90, 0.5,
+                    wait_for(lambda: _delivered_once(app, ids), 90, 0.5,
                                "every event delivered once")
             finally:
                 listener.close()
@@ -207,13 +208,13 @@ def test_postgres_stopped_and_started_503_then_recovery_nothing_lost(pg_cluster)
                     db.engine.dispose()  # this test's own pool (not under test) held dead connections
 
                 # Same processes: their pools replace the dead connections by themselves.
-                wait_until(lambda: writer.create().status_code == 201, 60, 0.2,
+                wait_for(lambda: writer.create().status_code == 201, 60, 0.2,
                            "a create to succeed again")
                 for _ in range(10):
                     assert writer.create().status_code == 201
                 assert set(writer.statuses()) <= {201, 503}, writer.statuses()
                 ids = writer.created_ids()
-                wait_until(lambda: _delivered_once(app, ids), 90, 0.5, "every event delivered once")
+                wait_for(lambda: _delivered_once(app, ids), 90, 0.5, "every event delivered once")
                 with app.app_context():
                     # Nothing half-written: every episode row is one the API answered 201 for.
                     assert sorted(db.session.scalars(select(Episode.id))) == sorted(ids)
@@ -248,12 +249,12 @@ def test_a_poison_event_does_not_hold_up_the_others(app, editor):
         first = [episodes.create_episode(user, {"title": f"After poison {n}", "episode_number": n}).id
                  for n in range(20)]
     with celery_worker(concurrency=2):
-        wait_until(lambda: _delivered_once(app, first), 60, 0.2, "the events behind the poison")
+        wait_for(lambda: _delivered_once(app, first), 60, 0.2, "the events behind the poison")
         with app.app_context():
             user = db.session.get(User, editor.id)
             later = [episodes.create_episode(user, {"title": f"Later {n}", "episode_number": n}).id
                      for n in range(10)]
-        wait_until(lambda: _delivered_once(app, first + later), 60, 0.2, "the later events")
+        wait_for(lambda: _delivered_once(app, first + later), 60, 0.2, "the later events")
     with app.app_context():
         event = db.session.get(DomainEvent, poison.id)
         assert event.delivered_at is None and event.attempts >= 1
@@ -301,11 +302,11 @@ def test_two_beats_at_once_duplicate_no_effect(app, client, admin, editor):
                 return beat.output().count("(workers.notifications.send_digests)")
 
             # Both beats have sent the digest task at least twice, and the worker ran them.
-            wait_until(lambda: digest_runs(beat_a) >= 2 and digest_runs(beat_b) >= 2, 90, 0.5,
+            wait_for(lambda: digest_runs(beat_a) >= 2 and digest_runs(beat_b) >= 2, 90, 0.5,
                        "both beats to send the digest task twice")
-            wait_until(lambda: worker.output().count("send_digests[") >= 8, 60, 0.5,
+            wait_for(lambda: worker.output().count("send_digests[") >= 8, 60, 0.5,
                        "the worker to run the four digest tasks")  # received + succeeded
-            wait_until(lambda: _delivered_once(app, ids), 60, 0.5, "the swept events, once each")
+            wait_for(lambda: _delivered_once(app, ids), 60, 0.5, "the swept events, once each")
     finally:
         smtp.stop()
     assert len(sink.messages) == 1, [m["Subject"] for m in sink.messages]
@@ -339,16 +340,16 @@ def test_a_worker_holding_an_unacked_task_survives_redis_going_away(app, editor)
             def job_status() -> str:
                 return client.get(f"/api/v1/jobs/{job_id}", headers=editor.headers).json["status"]
 
-            wait_until(lambda: job_status() == "running", 60, 0.05, "the job to start")
+            wait_for(lambda: job_status() == "running", 60, 0.05, "the job to start")
             redis_srv.kill()  # the job's message is unacknowledged right now
-            wait_until(lambda: "Connection to broker lost" in worker.output(), 30, 0.1,
+            wait_for(lambda: "Connection to broker lost" in worker.output(), 30, 0.1,
                        "the worker to notice")
             redis_srv.start()
-            wait_until(lambda: job_status() == "completed", 60, 0.2, "the job to complete")
+            wait_for(lambda: job_status() == "completed", 60, 0.2, "the job to complete")
             # Still the same worker process, consuming again: a new event is delivered.
             r = client.post("/api/v1/episodes", headers=editor.headers,
                             json={"title": "After", "episode_number": 2})
             ids = [episode_id, r.json["id"]]
-            wait_until(lambda: _delivered_once(app, ids), 60, 0.2, "delivery by the same worker")
+            wait_for(lambda: _delivered_once(app, ids), 60, 0.2, "delivery by the same worker")
             assert worker.proc.poll() is None, worker.output()[-3000:]
             assert "Unrecoverable error" not in worker.output()

@@ -1,13 +1,18 @@
 """The migration history builds the schema the models describe, on both databases."""
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, text
 
 from app.extensions import db
-from tests.conftest import make_test_app
+from tests.conftest import database_url, make_test_app
+
+on_postgresql = pytest.mark.skipif(not database_url().startswith("postgresql"),
+                                   reason="PostgreSQL only")
+on_sqlite = pytest.mark.skipif(not database_url().startswith("sqlite"), reason="SQLite only")
 
 # Created by the migration for PostgreSQL full-text search; expression indexes are not
 # declared on the models (SQLite has no such index).
@@ -35,10 +40,9 @@ def test_every_table_of_the_design_exists(app):
     assert expected <= names
 
 
+@on_postgresql
 def test_json_columns_are_jsonb_on_postgresql(app):
     with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            return
         columns = {c["name"]: c["type"] for c in db.inspect(db.engine).get_columns("domain_events")}
         assert type(columns["payload"]).__name__ == "JSONB"
 
@@ -79,11 +83,10 @@ def _normalized_tables(conn) -> dict[str, set[str]]:
     return tables
 
 
+@on_sqlite
 def test_migrated_sqlite_schema_equals_the_models(app, tmp_path):
     """Constraint by constraint: the batch rebuild kept every check, key and AUTOINCREMENT."""
     with app.app_context():
-        if db.engine.dialect.name != "sqlite":
-            return
         fresh = create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
         db.metadata.create_all(fresh)
         with db.engine.connect() as migrated, fresh.connect() as created:

@@ -552,14 +552,13 @@ def test_redelivering_an_event_creates_no_duplicate(app, client, admin, editor, 
     assert len(feed.events("notification")) == 1  # nor a second push
 
 
-def test_rows_are_created_in_the_delivery_transaction(app, client, admin, editor, episode):
+def test_rows_are_created_in_the_delivery_transaction(app, client, admin, editor, episode,
+                                                      monkeypatch):
     """A failing later step rolls the notification rows back with everything else."""
     broken = ("broken", lambda event: 1 / 0)
-    delivery.IN_TRANSACTION_STEPS.append(broken)
-    try:
-        client.post(f"{API}/episodes/{episode['id']}/publish", headers=admin.headers)
-    finally:
-        delivery.IN_TRANSACTION_STEPS.remove(broken)
+    monkeypatch.setattr(delivery, "IN_TRANSACTION_STEPS", [*delivery.IN_TRANSACTION_STEPS, broken])
+    client.post(f"{API}/episodes/{episode['id']}/publish", headers=admin.headers)
+    monkeypatch.undo()
     assert rows(app, Notification.type == "episode:published") == []
     with app.app_context():
         event_id = db.session.scalar(select(DomainEvent.id).where(DomainEvent.name == "episode_published"))
@@ -640,15 +639,12 @@ def test_a_large_fan_out_is_pushed_in_ranges(app, client, factory, admin):
     assert len(rows(app)) == 5
 
 
-def test_the_sweep_pushes_what_no_delivery_pushed(app, client, admin, editor):
+def test_the_sweep_pushes_what_no_delivery_pushed(app, client, admin, editor, monkeypatch):
     """An after-commit push that failed (say Redis was away) is caught up by the beat task."""
     feed = Inbox(app, client, editor)
-    original = delivery.AFTER_COMMIT_STEPS[:]
-    delivery.AFTER_COMMIT_STEPS[:] = [("broken", lambda events: 1 / 0)]
-    try:
-        send(client, admin, user_ids=[editor.id], title="Missed")
-    finally:
-        delivery.AFTER_COMMIT_STEPS[:] = original
+    monkeypatch.setattr(delivery, "AFTER_COMMIT_STEPS", [("broken", lambda events: 1 / 0)])
+    send(client, admin, user_ids=[editor.id], title="Missed")
+    monkeypatch.undo()
     [row] = rows(app)
     assert row.delivered_at is None and feed.events("notification") == []
     with app.app_context():

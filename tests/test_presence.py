@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from tests.test_realtime import connect, wait_events
+from tests.helpers import connect, wait_events
 
 
 def _join(sio, episode_id):

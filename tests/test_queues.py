@@ -2,8 +2,6 @@
 event reaching a client (real workers with ``-c 1`` per queue, and the embedded default)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 from sqlalchemy import select
@@ -11,8 +9,9 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import DomainEvent
 from app.tasks import EVENTS, JOBS, MAINTENANCE, NON_JOB_QUEUES, NOTIFICATIONS, QUEUES, TASK_ROUTES
+from tests.helpers import SocketClient as Client
+from tests.helpers import wait_for
 from tests.processes import celery_worker, web_server
-from tests.test_e2e_realtime import Client
 
 EXPECTED = {
     "workers.events.deliver": EVENTS,
@@ -70,16 +69,6 @@ def test_a_worker_without_q_consumes_every_queue(app):
 LONG_NOOP = {"type": "noop", "params": {"duration_ms": 120_000, "steps": 600}}
 
 
-def _wait(predicate, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _status(api: str, user, job_id: int) -> str:
     return requests.get(f"{api}/jobs/{job_id}", headers=user.headers, timeout=10).json()["status"]
 
@@ -106,8 +95,8 @@ def _update_arrives_while_jobs_hold_every_job_thread(url: str, editor, viewer, j
         jobs.append(r.json()["id"])
     running = jobs[:job_threads]
     try:
-        _wait(lambda: all(_status(api, editor, j) == "running" for j in running),
-              "the first jobs to start")
+        wait_for(lambda: all(_status(api, editor, j) == "running" for j in running), 60,
+                 what="the first jobs to start")
         viewer_client = Client(url, viewer.token, ["/episodes"])
         try:
             assert viewer_client.call("join", {"episode_id": episode["id"]}, "/episodes")["ok"]
@@ -124,7 +113,8 @@ def _update_arrives_while_jobs_hold_every_job_thread(url: str, editor, viewer, j
     finally:
         for job_id in jobs:
             requests.post(f"{api}/jobs/{job_id}/cancel", headers=editor.headers, timeout=10)
-        _wait(lambda: all(_status(api, editor, j) == "cancelled" for j in jobs), "the cancels")
+        wait_for(lambda: all(_status(api, editor, j) == "cancelled" for j in jobs), 60,
+                 what="the cancels")
 
 
 @pytest.mark.redis

@@ -9,27 +9,7 @@ from flask_jwt_extended import create_access_token
 
 from app.extensions import db, socketio
 from app.models import UserPresence
-
-
-def connect(app, client, user, namespace, **auth):
-    return socketio.test_client(app, namespace=namespace, flask_test_client=client,
-                                auth={"token": user.token, **auth})
-
-
-def wait_events(sio, namespace, name, *, count=1, timeout=5.0):
-    """Received events of one name (emits through Redis arrive asynchronously)."""
-    # On the client itself, not keyed by id(sio): a later test's client can get the id of a
-    # collected one and would read its leftover events.
-    buffer = sio.__dict__.setdefault("_test_buffers", {}).setdefault(namespace, [])
-    deadline = time.monotonic() + timeout
-    while True:
-        buffer += sio.get_received(namespace)
-        got = [e for e in buffer if e["name"] == name]
-        if len(got) >= count or time.monotonic() > deadline:
-            buffer[:] = [e for e in buffer if e["name"] != name]
-            return [e["args"][0] for e in got]
-        time.sleep(0.05)
-
+from tests.helpers import connect, wait_events, wait_for
 
 
 def test_connect_refused_without_or_with_bad_token(app, client, viewer):
@@ -264,9 +244,7 @@ def test_realtime_stats_disconnect_and_broadcast(app, client, admin, viewer):
     [sid] = _sids(viewer.id, "/feed")
     assert client.delete("/api/v1/realtime/connections/nope", headers=admin.headers).status_code == 404
     assert client.delete(f"/api/v1/realtime/connections/{sid}", headers=admin.headers).status_code == 204
-    deadline = time.monotonic() + 5
-    while sio.is_connected("/feed") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not sio.is_connected("/feed"), 5, what="the connection closed")
     assert not sio.is_connected("/feed")
     assert client.get(f"/api/v1/presence/users/{viewer.id}",
                       headers=admin.headers).json["status"] == "offline"

@@ -11,6 +11,7 @@ from flask_jwt_extended import decode_token
 from app.extensions import db, socketio
 from app.models import RefreshToken
 from app.realtime import control
+from tests.helpers import wait_for
 
 
 def _login(client, user) -> dict:
@@ -36,9 +37,7 @@ def _ended(sio, namespace: str) -> list[str]:
 
 
 def _wait_disconnected(sio, namespace: str) -> bool:
-    deadline = time.monotonic() + 5
-    while sio.is_connected(namespace) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: not sio.is_connected(namespace), 5, 0.02, f"{namespace} disconnected")
     return not sio.is_connected(namespace)
 
 
