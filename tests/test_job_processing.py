@@ -26,7 +26,7 @@ from app.models import ActivityLog, DomainEvent, File, Job, User
 from app.redis_client import get_redis
 from app.services import files as file_service
 from app.services import jobs as job_service
-from app.services.events import DRAIN_FLAG
+from app.services.drain import DRAIN_FLAG
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -183,10 +183,10 @@ def test_delivered_events_past_retention_are_purged_undelivered_kept(app, client
 def test_one_commit_wakes_delivery_once_for_all_its_events(app, monkeypatch):
     """The after-commit wake-up is per commit: a transaction of three events wakes once,
     with all three ids; a rolled-back transaction wakes nobody."""
-    from app.services import events
+    from app.services import drain, events
 
     woken: list[list[int]] = []
-    monkeypatch.setattr(events, "enqueue_many", lambda ids: woken.append(list(ids)))
+    monkeypatch.setattr(drain, "wake_many", lambda ids: woken.append(list(ids)))
     spec = {"action": "", "actor": None, "resource_type": "system", "resource_id": None}
     with app.app_context():
         first = events.record("admin_alert", **spec).id
@@ -204,10 +204,10 @@ def test_one_commit_wakes_delivery_once_for_all_its_events(app, monkeypatch):
 def test_a_released_savepoint_is_not_the_commit(app, monkeypatch):
     """SQLAlchemy calls after_commit when a SAVEPOINT is released too; the wake-up waits for
     the real commit, and an outer rollback drops it."""
-    from app.services import events
+    from app.services import drain, events
 
     woken: list[list[int]] = []
-    monkeypatch.setattr(events, "enqueue_many", lambda ids: woken.append(list(ids)))
+    monkeypatch.setattr(drain, "wake_many", lambda ids: woken.append(list(ids)))
     spec = {"action": "", "actor": None, "resource_type": "system", "resource_id": None}
     with app.app_context():
         with db.session.begin_nested():
