@@ -11,6 +11,8 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from app.limits import retry_after
+
 log = logging.getLogger(__name__)
 
 
@@ -148,8 +150,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def handle_rate_limited(exc: RateLimitExceeded):
-        from app.limits import retry_after
-
         seconds = retry_after(exc)
         return error_response(429, "rate_limited",
                               f"Too many requests; retry in {seconds} s",

@@ -229,8 +229,8 @@ def test_a_batch_reads_each_actor_and_episode_once(app, editor, episode, monkeyp
 
     from sqlalchemy import event as sa_event
 
+    from app.jobs import service as job_service
     from app.models import Notification, User
-    from app.services import jobs as job_service
 
     monkeypatch.setattr(job_service, "enqueue_after_commit", lambda *a, **k: None)
     with app.app_context():

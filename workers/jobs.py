@@ -1,6 +1,6 @@
 """Job processing tasks: run a job, sweep stuck jobs, announce a worker coming up.
 
-Thin Celery adapters over ``app.jobs.runner`` and ``app.services.jobs``; the app context
+Thin Celery adapters over ``app.jobs.runner`` and ``app.jobs.service``; the app context
 comes from the ``FlaskTask`` base class, never from importing the app here.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from flask import current_app
 
 from app.extensions import db
 from app.jobs import runner
-from app.services import jobs as job_service
+from app.jobs import service as job_service
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ import time
 from flask import current_app
 
 from app.extensions import db
+from app.jobs import service as job_service
+from app.jobs import types as job_types
 from app.jobs.context import JobCancelled, JobContext, JobLost, PermanentJobError
-from app.services import job_types
-from app.services import jobs as job_service
-from app.services.jobs import Attempt
+from app.jobs.service import Attempt
 
 log = logging.getLogger(__name__)
 

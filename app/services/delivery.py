@@ -33,11 +33,11 @@ from sqlalchemy import delete, select, update
 
 from app.errors import database_unavailable, rollback_quietly
 from app.extensions import db
-from app.models import DomainEvent, utcnow
+from app.models import DomainEvent, User, utcnow
 from app.realtime import emit
 from app.services import activity, events, notifications, replay
 from app.services import drain as drain_protocol
-from app.services.batch import end_batch, new_batch
+from app.services.batch import end_batch, new_batch, rows_by_id
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,28 @@ BATCH_SIZE = 200
 Step = Callable[[list[DomainEvent]], object]
 
 
+def emit_domain_events(events: list[DomainEvent]) -> int:
+    """Delivery step: every event of a batch to its rooms, in id order, in one pipeline."""
+    actors = rows_by_id(User, (event.actor_id for event in events))
+    messages = []
+    remembered = []
+    for event in events:
+        actor = actors.get(event.actor_id) if event.actor_id else None
+        payload = emit.event_envelope(event, actor)
+        routes = emit.routes_for(event)
+        messages.extend((route, event.name, payload) for route in routes)
+        remembered.append({"id": event.id, "name": event.name,
+                           "routes": [list(route) for route in routes], "envelope": payload})
+    sent = emit.emit_many(messages)
+    replay.remember(remembered)  # the shared history reconnecting clients replay from
+    return sent
+
+
 # Steps inside the delivery transaction, in order: (name, function(events)).
 IN_TRANSACTION_STEPS: list[tuple[str, Step]] = [
     ("activity", activity.log_events),
     ("notifications", notifications.create_for_events),
-    ("emit", emit.emit_domain_events),
+    ("emit", emit_domain_events),
 ]
 # Steps after the commit that marks the events delivered.
 AFTER_COMMIT_STEPS: list[tuple[str, Step]] = [

@@ -10,11 +10,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.extensions import db
 from app.models import User
-from app.models.core import ROLES
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
+from app.models.core import ROLES, normalize_email
 
 
 def get_by_email(email: str) -> User | None:

@@ -23,9 +23,9 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, NotFound, RateLimited
 from app.extensions import db
+from app.jobs.types import validate_params
 from app.models import Episode, Job, User, utcnow
 from app.services import events
-from app.services.job_types import validate_params
 from app.services.transaction import on_commit
 
 log = logging.getLogger(__name__)
