@@ -15,6 +15,7 @@ from flask import current_app
 from app.extensions import db
 from app.jobs import runner
 from app.jobs import service as job_service
+from app.tasks import JOBS, consumed_queues
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def announce_processor(hostname: str, concurrency: int, max_concurrent: int) -> 
 
 
 def _announce(consumer) -> None:
-    from app.tasks import JOBS, consumed_queues
-
     if JOBS not in consumed_queues(consumer.app):
         return  # a worker for events, notifications or maintenance runs no jobs
     controller = getattr(consumer, "controller", None)

@@ -21,6 +21,7 @@ from flask import current_app
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from app import tasks
 from app.errors import Conflict, NotFound, RateLimited
 from app.extensions import db
 from app.jobs.types import validate_params
@@ -93,10 +94,7 @@ def enqueue_after_commit(job_id: int, *, countdown: float | None = None) -> None
 
     If the broker is down the job stays queued and the stale-job sweep re-sends it.
     """
-
     def send() -> None:
-        from app import tasks
-
         tasks.enqueue("workers.jobs.run_job", job_id, countdown=countdown)
 
     on_commit(db.session(), send)

@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from app.auth import revoke_token
 from app.errors import Unauthorized
@@ -119,8 +119,6 @@ def logout(claims: dict, refresh_token: str | None = None) -> None:
 def purge_expired(batch_size: int = 5000) -> int:
     """Delete refresh-token rows past their expiry, in batches: nothing can present them any
     more (the signature check refuses an expired token before its row is looked at)."""
-    from sqlalchemy import delete
-
     total = 0
     while True:
         ids = list(db.session.scalars(select(RefreshToken.id).where(

@@ -11,6 +11,7 @@ from app.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.extensions import db
 from app.models import User
 from app.models.core import ROLES, normalize_email
+from app.services import sessions
 
 
 def get_by_email(email: str) -> User | None:
@@ -83,8 +84,6 @@ def update_user(user_id: int, *, role: str | None = None, is_active: bool | None
     """Change a user's role and/or active flag (admin). The user's live sockets are ended on
     every web process after the commit: a demoted admin stops hearing ``/admin`` at once,
     a deactivated user is cut off (and their sessions' refresh tokens revoked)."""
-    from app.services import sessions
-
     if role is not None and role not in ROLES:
         raise ValidationError("Invalid role", details={"role": [f"Must be one of {ROLES}."]})
     user = get_user(user_id)
