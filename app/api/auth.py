@@ -7,9 +7,9 @@ from flask_smorest import Blueprint
 
 from app import limits
 from app.api.schemas import RATE_LIMITED, LoginSchema, LogoutSchema, RegisterSchema, SetupSchema
+from app.serializers import user_dict
 from app.services import sessions
 from app.services import users as user_service
-from app.services.serializers import user_dict
 
 blp = Blueprint("auth", __name__, description=(
     "Authentication. A login starts a session: refresh tokens rotate (each works once; "

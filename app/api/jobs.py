@@ -11,7 +11,7 @@ from app.extensions import db
 from app.jobs import service as job_service
 from app.models import Job
 from app.pagination import paginate
-from app.services.serializers import job_dict
+from app.serializers import job_dict
 
 blp = Blueprint("jobs", __name__, description="Processing jobs")
 

@@ -9,8 +9,8 @@ from app.auth import role_required
 from app.extensions import db
 from app.models import User
 from app.pagination import paginate
+from app.serializers import user_dict
 from app.services import users as user_service
-from app.services.serializers import user_dict
 
 blp = Blueprint("users", __name__, description="Users (admin)")
 

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from app.extensions import db
 from app.jobs.context import JobContext, PermanentJobError
 from app.models import DomainEvent, Episode, File, User, isoformat, utcnow
+from app.serializers import episode_dict, file_dict
 from app.services import files as file_service
-from app.services.serializers import episode_dict, file_dict
 
 CHUNK = 1024 * 1024
 

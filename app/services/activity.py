@@ -12,6 +12,7 @@ from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import ActivityLog, DomainEvent, Episode, File, Job, User, isoformat, utcnow
 from app.models.base import insert_for_dialect
+from app.serializers import activity_dict
 from app.services.batch import rows_by_id
 
 ACTIONS = (
@@ -20,32 +21,6 @@ ACTIONS = (
     "retried", "cancelled", "retry",
 )
 RESOURCE_MODELS = {"episode": Episode, "job": Job, "file": File}
-
-
-def activity_dict(row: ActivityLog, users: dict[int, User] | None = None, *,
-                  show_client: bool = False) -> dict:
-    """An activity row as the API shows it.
-
-    ``show_client`` (admins only) fills ``ip_address`` and ``user_agent``; for everyone
-    else they are null: where a person works from is personal data, not team activity.
-    """
-    user = (users or {}).get(row.user_id) if row.user_id else None
-    return {
-        "id": row.id,
-        "event_id": row.event_id,
-        "user_id": row.user_id,
-        "user": {"id": user.id, "name": user.name} if user else None,
-        "action": row.action,
-        "resource_type": row.resource_type,
-        "resource_id": row.resource_id,
-        "resource_name": row.resource_name,
-        "description": row.description,
-        "changes": row.changes,
-        "metadata": row.meta or {},
-        "ip_address": row.ip_address if show_client else None,
-        "user_agent": row.user_agent if show_client else None,
-        "created_at": isoformat(row.created_at),
-    }
 
 
 def _search_words(*values: Any) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert
 
 from app.extensions import db
-from app.models import DomainEvent, User
+from app.models import DomainEvent, Episode, File, User
 from app.services import drain
 from app.services.transaction import collect_on_commit
 
@@ -93,6 +93,19 @@ def record(
     event_id = db.session.execute(_INSERT, values).scalar_one()
     _wake_after_commit([event_id])  # the id is what the after-commit wake-up names
     return Recorded(event_id, name)
+
+
+# The resource columns of an event about a row: its type and the column that names it.
+_RESOURCES: dict[type, tuple[str, str]] = {Episode: ("episode", "title"), File: ("file", "filename")}
+
+
+def record_change(name: str, *, action: str, actor: User | None, resource: Episode | File,
+                  payload: dict, changes: dict | None = None) -> Recorded:
+    """``record`` for a change to an episode or a file: the resource columns come from the row."""
+    resource_type, label = _RESOURCES[type(resource)]
+    return record(name, action=action, actor=actor, resource_type=resource_type,
+                  resource_id=resource.id, resource_name=getattr(resource, label),
+                  payload=payload, changes=changes)
 
 
 def _wake_after_commit(event_ids: list[int]) -> None:

@@ -17,7 +17,7 @@ from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import Episode, File, User, utcnow
 from app.services import events
-from app.services.transaction import on_commit
+from app.services.transaction import atomic, on_commit
 
 CHUNK = 1024 * 1024
 MAX_NAME = 255
@@ -114,29 +114,22 @@ def store_file(
                 size += len(chunk)
                 out.write(chunk)
         os.replace(tmp, target)
-        file = File(
-            episode_id=episode.id,
-            filename=name,
-            stored_name=stored_name,
-            content_type=content_type or "application/octet-stream",
-            size=size,
-            sha256=digest.hexdigest(),
-            uploaded_by=actor.id if actor is not None else None,
-        )
-        db.session.add(file)
-        db.session.flush()
-        payload = _file_payload(file, "uploaded_by", actor)
-        payload.update(extra_payload or {})
-        events.record(
-            event_name,
-            action="uploaded",
-            actor=actor,
-            resource_type="file",
-            resource_id=file.id,
-            resource_name=file.filename,
-            payload=payload,
-        )
-        db.session.commit()
+        with atomic():
+            file = File(
+                episode_id=episode.id,
+                filename=name,
+                stored_name=stored_name,
+                content_type=content_type or "application/octet-stream",
+                size=size,
+                sha256=digest.hexdigest(),
+                uploaded_by=actor.id if actor is not None else None,
+            )
+            db.session.add(file)
+            db.session.flush()
+            payload = _file_payload(file, "uploaded_by", actor)
+            payload.update(extra_payload or {})
+            events.record_change(event_name, action="uploaded", actor=actor, resource=file,
+                                 payload=payload)
     except BaseException:
         db.session.rollback()
         tmp.unlink(missing_ok=True)
@@ -157,19 +150,12 @@ def remove_bytes_after_commit(stored_names: list[str]) -> None:
 
 
 def delete_file(actor: User, file_id: int) -> None:
-    file = get_file(file_id)
-    events.record(
-        "file_deleted",
-        action="deleted",
-        actor=actor,
-        resource_type="file",
-        resource_id=file.id,
-        resource_name=file.filename,
-        payload=_file_payload(file, "deleted_by", actor),
-    )
-    db.session.delete(file)
-    remove_bytes_after_commit([file.stored_name])
-    db.session.commit()
+    with atomic():
+        file = get_file(file_id)
+        events.record_change("file_deleted", action="deleted", actor=actor, resource=file,
+                             payload=_file_payload(file, "deleted_by", actor))
+        db.session.delete(file)
+        remove_bytes_after_commit([file.stored_name])
 
 
 def _serializer() -> URLSafeSerializer:
@@ -202,14 +188,7 @@ def resolve_download_token(file_id: int, token: str) -> tuple[File, int | None]:
 
 
 def record_download(file: File, user_id: int | None) -> None:
-    actor = db.session.get(User, user_id) if user_id else None
-    events.record(
-        "file_download",
-        action="downloaded",
-        actor=actor,
-        resource_type="file",
-        resource_id=file.id,
-        resource_name=file.filename,
-        payload=_file_payload(file, "downloaded_by", actor),
-    )
-    db.session.commit()
+    with atomic():
+        actor = db.session.get(User, user_id) if user_id else None
+        events.record_change("file_download", action="downloaded", actor=actor, resource=file,
+                             payload=_file_payload(file, "downloaded_by", actor))
