@@ -17,7 +17,7 @@ from sqlalchemy import insert
 from app.extensions import db
 from app.models import DomainEvent, Episode, File, User
 from app.services import drain
-from app.services.transaction import collect_on_commit
+from app.services.transaction import atomic, collect_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,13 @@ def record(
     event_id = db.session.execute(_INSERT, values).scalar_one()
     _wake_after_commit([event_id])  # the id is what the after-commit wake-up names
     return Recorded(event_id, name)
+
+
+def broadcast(actor: User, *, namespace: str, room: str, name: str, data: dict) -> Recorded:
+    """An admin's event to a room of a namespace, through the outbox like every other one."""
+    with atomic():
+        return record(name, action="", actor=actor, resource_type="broadcast", resource_id=None,
+                      payload={"_rooms": [[namespace, room]], "data": data})
 
 
 # The resource columns of an event about a row: its type and the column that names it.

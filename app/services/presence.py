@@ -23,7 +23,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from app.errors import NotFound, ValidationError
-from app.extensions import db
+from app.extensions import db, socketio
 from app.models import User, UserPresence, isoformat, utcnow
 from app.models.base import insert_for_dialect
 from app.models.presence import STATUSES
@@ -106,6 +106,18 @@ def sockets_gone(sids: list[str]) -> int:
 
 def socket_disconnected(sid: str) -> bool:
     return sockets_gone([sid]) == 1
+
+
+def force_disconnect(sid: str) -> None:
+    """Disconnect a socket wherever it is connected (through the message queue); 404 if
+    no process has it."""
+    socket = get_store().socket(sid)
+    if socket is None:
+        raise NotFound("Connection not found")
+    socketio.server.disconnect(sid, namespace=socket["namespace"])
+    # The owning process cleans up on its disconnect handler; do it here too in case that
+    # process is gone (idempotent: a socket is removed from the store once).
+    socket_disconnected(sid)
 
 
 def view(*, sid: str, user_id: int, name: str, resource_type: str, resource_id: int) -> dict | None:
