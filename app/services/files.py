@@ -17,7 +17,7 @@ from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import Episode, File, User, utcnow
 from app.services import events
-from app.services.transaction import atomic, on_commit
+from app.services.transaction import atomic, on_commit, on_rollback
 
 CHUNK = 1024 * 1024
 MAX_NAME = 255
@@ -97,6 +97,24 @@ def store_file(
     extra_payload: dict | None = None,
 ) -> File:
     """Stream bytes to disk (temp name, then rename), then commit the row and its event."""
+    with atomic():
+        return add_file(actor, episode_id, stream, filename, content_type,
+                        event_name=event_name, extra_payload=extra_payload)
+
+
+def add_file(
+    actor: User | None,
+    episode_id: int,
+    stream: BinaryIO,
+    filename: str,
+    content_type: str | None,
+    *,
+    event_name: str = "file_uploaded",
+    extra_payload: dict | None = None,
+) -> File:
+    """``store_file`` in the caller's transaction: the row and its event are flushed, not
+    committed (a job's output commits with the job's completion); a rollback removes the
+    bytes."""
     episode = db.session.get(Episode, episode_id)
     if episode is None:
         raise NotFound("Episode not found")
@@ -114,24 +132,23 @@ def store_file(
                 size += len(chunk)
                 out.write(chunk)
         os.replace(tmp, target)
-        with atomic():
-            file = File(
-                episode_id=episode.id,
-                filename=name,
-                stored_name=stored_name,
-                content_type=content_type or "application/octet-stream",
-                size=size,
-                sha256=digest.hexdigest(),
-                uploaded_by=actor.id if actor is not None else None,
-            )
-            db.session.add(file)
-            db.session.flush()
-            payload = _file_payload(file, "uploaded_by", actor)
-            payload.update(extra_payload or {})
-            events.record_change(event_name, action="uploaded", actor=actor, resource=file,
-                                 payload=payload)
+        on_rollback(db.session(), lambda: target.unlink(missing_ok=True))
+        file = File(
+            episode_id=episode.id,
+            filename=name,
+            stored_name=stored_name,
+            content_type=content_type or "application/octet-stream",
+            size=size,
+            sha256=digest.hexdigest(),
+            uploaded_by=actor.id if actor is not None else None,
+        )
+        db.session.add(file)
+        db.session.flush()
+        payload = _file_payload(file, "uploaded_by", actor)
+        payload.update(extra_payload or {})
+        events.record_change(event_name, action="uploaded", actor=actor, resource=file,
+                             payload=payload)
     except BaseException:
-        db.session.rollback()
         tmp.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         raise
