@@ -124,7 +124,7 @@ def checksum(ctx: JobContext) -> dict:
         query = query.where(File.id.in_(wanted))
     targets = [(f.id, f.filename, f.sha256, f.size, file_service.path_of(f))
                for f in db.session.scalars(query)]
-    db.session.commit()
+    db.session.rollback()  # end the read transaction: never idle in one while hashing
     unknown = sorted(set(wanted or ()) - {t[0] for t in targets})
     total = max(1, sum(t[3] for t in targets))
     done, report, mismatches, missing = 0, [], [], []
