@@ -14,6 +14,7 @@ from app.models import ActivityLog, DomainEvent, Episode, File, Job, User, isofo
 from app.models.base import insert_for_dialect
 from app.serializers import activity_dict
 from app.services.batch import rows_by_id
+from app.services.transaction import atomic
 
 ACTIONS = (
     "created", "updated", "deleted", "published", "approved", "rejected", "assigned",
@@ -124,8 +125,8 @@ def bulk_log(entries: Iterable[dict]) -> int:
             "updated_at": now,
         })
     if rows:
-        db.session.execute(insert(ActivityLog.__table__), rows)
-        db.session.commit()
+        with atomic():
+            db.session.execute(insert(ActivityLog.__table__), rows)
     return len(rows)
 
 
@@ -249,11 +250,12 @@ def purge_older_than(days: int, *, batch_size: int = 5000) -> int:
     cutoff = utcnow() - timedelta(days=days)
     total = 0
     while True:
-        ids = list(db.session.scalars(
-            select(ActivityLog.id).where(ActivityLog.created_at < cutoff).limit(batch_size)))
+        with atomic():  # one short transaction per batch
+            ids = list(db.session.scalars(
+                select(ActivityLog.id).where(ActivityLog.created_at < cutoff).limit(batch_size)))
+            if ids:
+                db.session.execute(delete(ActivityLog).where(ActivityLog.id.in_(ids)))
         if not ids:
             return total
-        db.session.execute(delete(ActivityLog).where(ActivityLog.id.in_(ids)))
-        db.session.commit()
         total += len(ids)
 

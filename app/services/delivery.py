@@ -38,6 +38,7 @@ from app.realtime import emit
 from app.services import activity, events, notifications, replay
 from app.services import drain as drain_protocol
 from app.services.batch import end_batch, new_batch, rows_by_id
+from app.services.transaction import atomic
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +169,15 @@ def _deliver(events: list[DomainEvent]) -> list[int]:
 
 
 def record_failure(event_id: int, exc: BaseException) -> None:
-    event = db.session.get(DomainEvent, event_id)
-    if event is None:
-        return
-    event.attempts += 1
-    event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-    event.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(event.attempts))
-    db.session.commit()
-    log.error("delivery of event %s failed (attempt %s): %s", event_id, event.attempts, exc)
+    with atomic():
+        event = db.session.get(DomainEvent, event_id)
+        if event is None:
+            return
+        event.attempts += 1
+        attempts = event.attempts
+        event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        event.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(event.attempts))
+    log.error("delivery of event %s failed (attempt %s): %s", event_id, attempts, exc)
 
 
 def redeliver_stale(*, limit: int = 1000) -> list[int]:
@@ -185,23 +187,23 @@ def redeliver_stale(*, limit: int = 1000) -> list[int]:
     """
     now = utcnow()
     grace = timedelta(seconds=current_app.config["EVENT_REDELIVERY_GRACE_SECONDS"])
-    rows = list(db.session.scalars(
-        select(DomainEvent)
-        .where(DomainEvent.delivered_at.is_(None), DomainEvent.created_at <= now - grace)
-        .where((DomainEvent.next_attempt_at.is_(None)) | (DomainEvent.next_attempt_at <= now))
-        .order_by(DomainEvent.id)
-        .limit(limit)
-    ))
     threshold = current_app.config["EVENT_MAX_ATTEMPTS_BEFORE_ALERT"]
     alerts = []
-    for event in rows:
-        # Push the next try out so the next sweep does not enqueue it again while queued.
-        event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts + 1))
-        if event.attempts >= threshold and not event.alerted:
-            event.alerted = True
-            alerts.append((event.id, event.name, event.attempts, event.last_error))
-    ids = [event.id for event in rows]
-    db.session.commit()
+    with atomic():
+        rows = list(db.session.scalars(
+            select(DomainEvent)
+            .where(DomainEvent.delivered_at.is_(None), DomainEvent.created_at <= now - grace)
+            .where((DomainEvent.next_attempt_at.is_(None)) | (DomainEvent.next_attempt_at <= now))
+            .order_by(DomainEvent.id)
+            .limit(limit)
+        ))
+        for event in rows:
+            # Push the next try out so the next sweep does not enqueue it again while queued.
+            event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts + 1))
+            if event.attempts >= threshold and not event.alerted:
+                event.alerted = True
+                alerts.append((event.id, event.name, event.attempts, event.last_error))
+        ids = [event.id for event in rows]
     for alert in alerts:
         raise_alert(*alert)
     for event_id in ids:
@@ -216,9 +218,9 @@ def drain(*, max_seconds: float = 20.0) -> int:
 
 def emit_admin_alert(message: str, details: dict) -> None:
     """``admin_alert`` to the /admin room, through the outbox like every other event."""
-    events.record("admin_alert", action="", actor=None, resource_type="system",
-                  resource_id=None, payload={"message": message, **details})
-    db.session.commit()
+    with atomic():
+        events.record("admin_alert", action="", actor=None, resource_type="system",
+                      resource_id=None, payload={"message": message, **details})
 
 
 ALERT_HOOKS: list[Callable[[str, dict], None]] = [notifications.alert_admins, emit_admin_alert]
