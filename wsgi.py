@@ -29,8 +29,12 @@ if __name__ == "__main__":
         monkey.patch_all()
 
 from app import create_app  # noqa: E402
+from workers import register_tasks  # noqa: E402
 
 app = create_app()
+# This process may run the embedded worker (app.server.serve), and a task it enqueues runs
+# there: register them. The application itself never imports its workers.
+register_tasks(app.extensions["celery"])
 
 if __name__ == "__main__":
     from app.server import serve

@@ -38,6 +38,8 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    # Imported here, not at the top: importing any ``app.x`` first runs this package, and
+    # these modules import ``app.x`` modules themselves (the composition root comes last).
     from app import models  # noqa: F401 - register every table on the metadata
     from app.api import register_blueprints
     from app.auth import init_auth
@@ -56,7 +58,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     init_limits(app)  # the body cap runs before any hook that reads a body
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        from app.db_pool import ping_when_idle
+        from app.db_pool import ping_when_idle  # PostgreSQL only (see above)
 
         with app.app_context():
             ping_when_idle(db.engine, app.config["DB_PING_IDLE_SECONDS"])

@@ -5,7 +5,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
+from app.demo import fill
 from app.errors import DomainError
+from app.services.users import create_or_promote_admin
 
 users_cli = AppGroup("users", help="Manage users.")
 
@@ -16,7 +18,6 @@ users_cli = AppGroup("users", help="Manage users.")
 @click.option("--name", default=None, help="Display name for a new user.")
 def create_admin(email: str, password: str | None, name: str | None) -> None:
     """Create an admin, or promote an existing user to admin."""
-    from app.services.users import create_or_promote_admin
 
     try:
         user = create_or_promote_admin(email, password, name)
@@ -31,7 +32,6 @@ def create_admin(email: str, password: str | None, name: str | None) -> None:
               help="Password of every demo account.")
 def demo(password: str) -> None:
     """Fill this instance with example users, episodes, files, jobs and notifications."""
-    from app.demo import fill
 
     try:
         summary = fill(password)

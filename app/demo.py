@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from flask import current_app
 
 from app.errors import Conflict
+from app.jobs import service as jobs
 from app.models import User
-from app.services import episodes, files, jobs, notifications, users
+from app.services import episodes, files, notifications, users
 
 ADMIN_EMAIL = "ada@demo.example"
 

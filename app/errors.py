@@ -4,12 +4,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify, request
 from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import DataError as SQLDataError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from app.extensions import db
+from app.limits import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,6 @@ def database_unavailable(exc: BaseException) -> bool:
 
 def database_unavailable_response():
     """503 ``database_unavailable`` with ``Retry-After`` (never a traceback)."""
-    from flask import current_app
 
     retry_after = current_app.config.get("DB_RETRY_AFTER_SECONDS", 5)
     return error_response(503, "database_unavailable",
@@ -96,7 +98,6 @@ def database_unavailable_response():
 
 def rollback_quietly() -> None:
     """Roll back after a failure; a dead connection cannot even do that, so close instead."""
-    from app.extensions import db
 
     try:
         db.session.rollback()
@@ -148,8 +149,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def handle_rate_limited(exc: RateLimitExceeded):
-        from app.limits import retry_after
-
         seconds = retry_after(exc)
         return error_response(429, "rate_limited",
                               f"Too many requests; retry in {seconds} s",
@@ -169,7 +168,6 @@ def register_error_handlers(app: Flask) -> None:
                 return error_response(400, "bad_request", "Malformed request body", details)
             return error_response(422, "validation_error", "Invalid input", details, headers)
         if exc.code == 413:
-            from flask import request
 
             return error_response(413, "payload_too_large", "The request body is too large",
                                   {"max_bytes": request.max_content_length})
@@ -186,7 +184,6 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(exc, StatementError) and not (
                 isinstance(exc, SQLDataError) or isinstance(exc.orig, _UNSTORABLE)):
             return handle_unexpected(exc)
-        from app.extensions import db
 
         db.session.rollback()
         return error_response(422, "value_out_of_range",
@@ -204,7 +201,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RecursionError)
     def handle_too_deep(exc: RecursionError):
-        from app.extensions import db
 
         db.session.rollback()
         return error_response(400, "bad_request", "The request body is nested too deeply", {})

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 from flask_jwt_extended import JWTManager
-from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
 from marshmallow import Schema, fields
 from sqlalchemy import MetaData
-
-from app.limits import AppLimiter
 
 # Deterministic constraint names so migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -44,5 +41,3 @@ migrate = Migrate()
 jwt = JWTManager()
 socketio = SocketIO()
 api = EpisodeControlApi()
-# Rate limits: each limit names its own key (app/limits.py); nothing is limited by default.
-limiter = AppLimiter(key_func=get_remote_address)

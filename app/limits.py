@@ -16,6 +16,8 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app.models.core import normalize_email
+
 # Routes whose body may be larger than MAX_JSON_BYTES: MAX_CONTENT_LENGTH
 # (MAX_UPLOAD_BYTES) bounds them instead.
 LARGE_BODY_ENDPOINTS = frozenset({"files.upload_file"})
@@ -33,14 +35,16 @@ class AppLimiter(Limiter):
         self._storage_dead = False
 
 
+# Rate limits: each limit names its own key (below); nothing is limited by default.
+limiter = AppLimiter(key_func=get_remote_address)
+
+
 def init_limits(app: Flask) -> None:
     """Cap request bodies, then bind the rate limiter (Redis storage, memory fallback).
 
     Call before anything else registers a ``before_request`` hook: the cap must come
     before any hook that reads the body.
     """
-    from app.extensions import limiter
-
     app.before_request(cap_request_body)
     redis_url = app.config.get("REDIS_URL")
     app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
@@ -75,8 +79,6 @@ def cap_request_body() -> None:
 
 def retry_after(exc: RateLimitExceeded) -> int:
     """Whole seconds until the breached limit lets a request through again (at least 1)."""
-    from app.extensions import limiter
-
     current = limiter.current_limit
     try:
         reset_at = current.window.reset_time if current is not None else None
@@ -113,8 +115,6 @@ def ip_key() -> str:
 
 def account_key() -> str:
     """The account a login names, normalised as accounts are stored."""
-    from app.services.users import normalize_email
-
     data = request.get_json(silent=True)
     email = data.get("email") if isinstance(data, dict) else None
     return f"account:{normalize_email(email) if isinstance(email, str) else ''}"

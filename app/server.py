@@ -1,5 +1,9 @@
 """Running the web process: Socket.IO server, embedded worker, file descriptor limit, and the
-tuning a process holding thousands of sockets needs (collector, buffers, pings)."""
+tuning a process holding thousands of sockets needs (collector, buffers, pings).
+
+eventlet and engineio internals are imported inside the functions that patch them: this
+module is imported under the threading and gevent modes too, where eventlet must not load.
+"""
 from __future__ import annotations
 
 import functools
@@ -13,6 +17,10 @@ import time
 from flask import Flask
 
 from app.extensions import socketio
+from app.metrics import mark_dead
+from app.realtime import control
+from app.realtime.connections import refresh_loop, shutdown_all
+from app.tasks import start_embedded_worker
 
 log = logging.getLogger(__name__)
 
@@ -302,18 +310,11 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         log.warning("file descriptor limit %s is below MAX_CONNECTIONS=%s", limit, cap)
     celery_url = app.extensions["celery"].conf.broker_url or ""
     if app.config.get("EMBEDDED_WORKER") and celery_url.startswith("memory://"):
-        from app.tasks import start_embedded_worker
-
         start_embedded_worker(app)
-    from app.metrics import mark_dead
-    from app.realtime.connections import refresh_loop, shutdown_all
-
     # Three refreshes per TTL: a socket of a live process never expires; one of a process
     # that died (SIGKILL) expires within the TTL and is popped within a round after.
     socketio.start_background_task(refresh_loop, app,
                                    max(0.5, min(10.0, app.config["PRESENCE_STALE_SECONDS"] / 3)))
-    from app.realtime import control
-
     control.start(app)  # sessions that end: control messages and token expiry
 
     def _cleanup_and_exit() -> None:

@@ -1,15 +1,18 @@
 """Celery wired in one place (Flask's own pattern): queues and routes, the embedded workers and beat."""
 from __future__ import annotations
 
-import importlib
 import logging
 import socket
 import threading
 from datetime import timedelta
 
 from celery import Celery, Task
-from flask import Flask
+from celery.beat import EmbeddedService
+from celery.contrib.testing.worker import TestWorkController
+from flask import Flask, current_app
 from kombu import Exchange, Queue
+
+from app import broker_fixes
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,6 @@ def _make_celery(app: Flask, *, set_as_current: bool = True) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
-    from app import broker_fixes
-
     broker_fixes.install()  # a worker must survive Redis going away (see the module)
     celery_app = Celery(app.name, task_cls=FlaskTask, set_as_current=set_as_current)
     celery_app.config_from_object(app.config["CELERY"])
@@ -75,18 +76,19 @@ def _make_celery(app: Flask, *, set_as_current: bool = True) -> Celery:
     scale = app.config.get("BEAT_INTERVAL_SCALE", 1.0)
     celery_app.conf.beat_schedule = {name: {**entry, "schedule": entry["schedule"] * scale}
                                      for name, entry in BEAT_SCHEDULE.items()}
-    celery_app.conf.include = ["workers.events", "workers.jobs", "workers.maintenance",
-                              "workers.notifications"]
     return celery_app
 
 
 def celery_init_app(app: Flask) -> Celery:
-    """Create the Celery app bound to ``app``; tasks reach it through ``shared_task``."""
+    """Create the Celery app bound to ``app``.
+
+    Its tasks are registered by ``workers.register_tasks``, called by the processes that run
+    them (``celery_app.py``, ``wsgi.py`` for the embedded worker, the tests), never here:
+    the application does not import its workers.
+    """
     celery_app = _make_celery(app)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
-    for module in celery_app.conf.include:  # register the shared tasks on this app
-        importlib.import_module(module)
     return celery_app
 
 
@@ -95,11 +97,14 @@ def enqueue(name: str, *args, **options) -> None:
 
     Not ``task.delay``: a shared task resolves to the process-wide default Celery app, which
     is whichever app was created last; the current Flask app's broker is the right one.
+    A process that registered no tasks (a web process beside real workers) sends by name.
     """
-    from flask import current_app
-
     celery_app: Celery = current_app.extensions["celery"]
-    celery_app.tasks[name].apply_async(args=list(args), **options)
+    task = celery_app.tasks.get(name)
+    if task is None:
+        celery_app.send_task(name, args=list(args), **options)
+    else:
+        task.apply_async(args=list(args), **options)
 
 
 def consumed_queues(celery_app: Celery) -> set[str]:
@@ -116,15 +121,8 @@ def start_embedded_worker(app: Flask, *, concurrency: int = 2, job_concurrency: 
     delivered until they ended. The jobs worker is a second Celery app on the same
     in-memory broker (its state is process-wide) because a worker's queue selection
     (``-Q``) is state of its Celery app, which two workers of one app would share.
+    The caller registers the tasks first (``workers.register_tasks``).
     """
-    from celery.beat import EmbeddedService
-    from celery.contrib.testing.worker import TestWorkController
-
-    import workers.events  # noqa: F401 - register the tasks
-    import workers.jobs  # noqa: F401
-    import workers.maintenance  # noqa: F401
-    import workers.notifications  # noqa: F401
-
     celery_app: Celery = app.extensions["celery"]
     jobs_app = _make_celery(app, set_as_current=False)
     host = socket.gethostname()

@@ -53,8 +53,8 @@ def main() -> None:
 
     from app import create_app
     from app.extensions import db
+    from app.jobs import service as job_service
     from app.models import User
-    from app.services import jobs as job_service
     from config import DevelopmentConfig
 
     celery = {**DevelopmentConfig.celery(), "broker_url": "memory://"}

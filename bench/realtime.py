@@ -737,7 +737,7 @@ class Bench:
 
         from app.extensions import db
         from app.models import DomainEvent
-        from app.services.events import DRAIN_FLAG
+        from app.services.drain import DRAIN_FLAG
 
         client = redis.Redis.from_url(self.env["REDIS_URL"])
         deadline = time.monotonic() + timeout
@@ -754,7 +754,7 @@ class Bench:
     def cleanup_db(self) -> None:
         import redis
 
-        from app.services.events import DRAIN_FLAG
+        from app.services.drain import DRAIN_FLAG
 
         self.settle_outbox()
         client = redis.Redis.from_url(self.env["REDIS_URL"])

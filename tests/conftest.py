@@ -17,6 +17,7 @@ from app import create_app
 from app.extensions import db
 from app.models import User
 from config import TestConfig
+from workers import register_tasks
 
 RUN_DIR = Path(tempfile.mkdtemp(prefix="ec-tests-"))
 
@@ -47,6 +48,7 @@ _apps: list = []
 def make_test_app(**overrides):
     """An app on the run's database; its connection pool is closed after the test."""
     app = create_app(_Config, **overrides)
+    register_tasks(app.extensions["celery"])
     _apps.append(app)
     return app
 

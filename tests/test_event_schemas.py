@@ -13,9 +13,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from app.extensions import db
+from app.jobs import service as job_service
 from app.models import DomainEvent
 from app.services import event_schemas
-from app.services import jobs as job_service
 from app.services.delivery import emit_admin_alert
 from tests.test_job_processing import no_worker
 
@@ -67,7 +67,7 @@ def _flow(app, client, admin, editor) -> None:
 # Call sites whose event name is not theirs to know: each forwards its caller's name, and
 # the callers are checked instead (``WRAPPERS``), or the name is the client's choice.
 FORWARDING = {
-    ("app/services/jobs.py", "_record"),  # _record(job, "job_...", ...): checked as a wrapper
+    ("app/jobs/service.py", "_record"),  # _record(job, "job_...", ...): checked as a wrapper
     ("app/services/files.py", "store_file"),  # event_name="file_uploaded" by default
     ("app/api/realtime.py", "broadcast"),  # POST /realtime/broadcast: BY_RESOURCE_TYPE
 }
@@ -178,7 +178,7 @@ def _sites() -> list[tuple[str, int, str | None, set[str], bool]]:
     """Every event a call site in app/ records: (where, line, name, payload keys, open)."""
     modules = _modules()
     constants = _constants(modules)
-    jobs_functions = _functions(modules["app/services/jobs.py"])
+    jobs_functions = _functions(modules["app/jobs/service.py"])
     job_keys = _spec_payload_keys(jobs_functions["_spec"])
     files_functions = _functions(modules["app/services/files.py"])
     sites = []
@@ -198,7 +198,7 @@ def _sites() -> list[tuple[str, int, str | None, set[str], bool]]:
                 keys, open_ended = (_dict_keys(payload, fn, functions) if payload is not None
                                     else (set(), False))
                 sites.append((where, call.lineno, name, keys, open_ended))
-            elif callee in ("_record", "_spec") and path == "app/services/jobs.py" and fn and \
+            elif callee in ("_record", "_spec") and path == "app/jobs/service.py" and fn and \
                     fn.name not in ("_record", "_spec"):
                 name = call.args[1].value if isinstance(call.args[1], ast.Constant) else None
                 keys = job_keys | {k.arg for k in call.keywords if k.arg}

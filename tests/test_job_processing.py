@@ -21,12 +21,12 @@ from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.jobs import handlers, runner
+from app.jobs import service as job_service
 from app.jobs.context import JobCancelled, JobContext
 from app.models import ActivityLog, DomainEvent, File, Job, User
 from app.redis_client import get_redis
 from app.services import files as file_service
-from app.services import jobs as job_service
-from app.services.events import DRAIN_FLAG
+from app.services.drain import DRAIN_FLAG
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -483,11 +483,6 @@ def test_processor_announcement_is_an_event_to_jobs_and_admin(app):
         from app.realtime.emit import ADMIN, JOBS, ROOM_ADMINS, ROOM_ALL, routes_for
 
         assert set(routes_for(event)) >= {(JOBS, ROOM_ALL), (ADMIN, ROOM_ADMINS)}
-
-
-def test_worker_modules_never_import_the_app_at_import_time():
-    source = (ROOT / "workers" / "jobs.py").read_text()
-    assert "create_app" not in source and "import wsgi" not in source
 
 
 def test_a_cancel_before_the_completing_write_wins_over_a_held_back_100(app, client, editor,

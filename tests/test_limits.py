@@ -6,8 +6,9 @@ import io
 
 import pytest
 
-from app.extensions import db, limiter
-from app.services import jobs as job_service
+from app.extensions import db
+from app.jobs import service as job_service
+from app.limits import limiter
 from app.services import users as user_service
 from tests.conftest import Factory, _clean, make_test_app
 from tests.processes import free_port

@@ -180,10 +180,10 @@ def test_delivered_events_past_retention_are_purged_undelivered_kept(app, client
 def test_one_commit_wakes_delivery_once_for_all_its_events(app, monkeypatch):
     """The after-commit wake-up is per commit: a transaction of three events wakes once,
     with all three ids; a rolled-back transaction wakes nobody."""
-    from app.services import events
+    from app.services import drain, events
 
     woken: list[list[int]] = []
-    monkeypatch.setattr(events, "enqueue_many", lambda ids: woken.append(list(ids)))
+    monkeypatch.setattr(drain, "wake_many", lambda ids: woken.append(list(ids)))
     spec = {"action": "", "actor": None, "resource_type": "system", "resource_id": None}
     with app.app_context():
         first = events.record("admin_alert", **spec).id
@@ -201,10 +201,10 @@ def test_one_commit_wakes_delivery_once_for_all_its_events(app, monkeypatch):
 def test_a_released_savepoint_is_not_the_commit(app, monkeypatch):
     """SQLAlchemy calls after_commit when a SAVEPOINT is released too; the wake-up waits for
     the real commit, and an outer rollback drops it."""
-    from app.services import events
+    from app.services import drain, events
 
     woken: list[list[int]] = []
-    monkeypatch.setattr(events, "enqueue_many", lambda ids: woken.append(list(ids)))
+    monkeypatch.setattr(drain, "wake_many", lambda ids: woken.append(list(ids)))
     spec = {"action": "", "actor": None, "resource_type": "system", "resource_id": None}
     with app.app_context():
         with db.session.begin_nested():
@@ -226,8 +226,8 @@ def test_a_batch_reads_each_actor_and_episode_once(app, editor, episode, monkeyp
 
     from sqlalchemy import event as sa_event
 
+    from app.jobs import service as job_service
     from app.models import Notification, User
-    from app.services import jobs as job_service
 
     monkeypatch.setattr(job_service, "enqueue_after_commit", lambda *a, **k: None)
     with app.app_context():

@@ -1,6 +1,6 @@
 """Job processing tasks: run a job, sweep stuck jobs, announce a worker coming up.
 
-Thin Celery adapters over ``app.jobs.runner`` and ``app.services.jobs``; the app context
+Thin Celery adapters over ``app.jobs.runner`` and ``app.jobs.service``; the app context
 comes from the ``FlaskTask`` base class, never from importing the app here.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ from flask import current_app
 
 from app.extensions import db
 from app.jobs import runner
-from app.services import jobs as job_service
+from app.jobs import service as job_service
+from app.tasks import JOBS, consumed_queues
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def announce_processor(hostname: str, concurrency: int, max_concurrent: int) -> 
 
 
 def _announce(consumer) -> None:
-    from app.tasks import JOBS, consumed_queues
-
     if JOBS not in consumed_queues(consumer.app):
         return  # a worker for events, notifications or maintenance runs no jobs
     controller = getattr(consumer, "controller", None)

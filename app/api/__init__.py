@@ -16,6 +16,8 @@ _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 def register_blueprints(app: Flask) -> None:
     """Register every blueprint with flask-smorest (which also builds the OpenAPI spec)."""
+    # Here, not at the top: every ``app.api.x`` import runs this package first, and the
+    # blueprint modules import ``app.api.schemas`` and the services themselves.
     from app.api import (
         activity,
         auth,

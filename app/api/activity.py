@@ -11,6 +11,7 @@ from app.api.schemas import ListQuerySchema, StrictSchema
 from app.auth import role_required
 from app.models import ActivityLog
 from app.pagination import paginate
+from app.serializers import activity_dict
 from app.services import activity as activity_service
 
 blp = Blueprint("activity", __name__, description="Activity log")
@@ -41,7 +42,7 @@ def _page(query, args, *, ascending: bool = False) -> dict:
     page = paginate(query, ActivityLog.id, lambda row: row, cursor=args.get("cursor"),
                     limit=args.get("limit"), ascending=ascending)
     users = activity_service.users_by_id(row.user_id for row in page["items"])
-    page["items"] = [activity_service.activity_dict(row, users, show_client=current_user.is_admin)
+    page["items"] = [activity_dict(row, users, show_client=current_user.is_admin)
                      for row in page["items"]]
     return page
 

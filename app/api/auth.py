@@ -7,10 +7,9 @@ from flask_smorest import Blueprint
 
 from app import limits
 from app.api.schemas import RATE_LIMITED, LoginSchema, LogoutSchema, RegisterSchema, SetupSchema
-from app.extensions import limiter
+from app.serializers import user_dict
 from app.services import sessions
 from app.services import users as user_service
-from app.services.serializers import user_dict
 
 blp = Blueprint("auth", __name__, description=(
     "Authentication. A login starts a session: refresh tokens rotate (each works once; "
@@ -33,7 +32,7 @@ blp = Blueprint("auth", __name__, description=(
 @blp.alt_response(429, **RATE_LIMITED)
 @blp.doc(security=[])
 @blp.arguments(RegisterSchema)
-@limiter.limit(limits.register_per_ip, key_func=limits.ip_key)
+@limits.limiter.limit(limits.register_per_ip, key_func=limits.ip_key)
 def register(data):
     """Create an account with the viewer role (public); 429 past the per-address limit.
 
@@ -61,8 +60,8 @@ def setup():
 @blp.alt_response(429, **RATE_LIMITED)
 @blp.doc(security=[])
 @blp.arguments(LoginSchema)
-@limiter.limit(limits.login_per_ip, key_func=limits.ip_key)
-@limiter.limit(limits.login_per_account, key_func=limits.account_key,
+@limits.limiter.limit(limits.login_per_ip, key_func=limits.ip_key)
+@limits.limiter.limit(limits.login_per_account, key_func=limits.account_key,
                deduct_when=limits.failed_login)
 def login(data):
     """Exchange credentials for an access and a refresh token (public).
@@ -77,7 +76,7 @@ def login(data):
 @blp.route("/auth/refresh", methods=["POST"])
 @blp.alt_response(429, **RATE_LIMITED)
 @jwt_required(refresh=True)
-@limiter.limit(limits.refresh_per_user, key_func=limits.user_key)
+@limits.limiter.limit(limits.refresh_per_user, key_func=limits.user_key)
 def refresh():
     """A new access token and a new refresh token; 429 past the per-user limit.
 

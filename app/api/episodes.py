@@ -10,9 +10,9 @@ from app.auth import role_required
 from app.extensions import db
 from app.models import Episode
 from app.pagination import paginate
+from app.serializers import episode_dict
 from app.services import episodes as episode_service
 from app.services import presence as presence_service
-from app.services.serializers import episode_dict
 
 blp = Blueprint("episodes", __name__, description="Episodes")
 

@@ -11,9 +11,9 @@ from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import File, isoformat
 from app.pagination import paginate
+from app.serializers import file_dict
 from app.services import episodes as episode_service
 from app.services import files as file_service
-from app.services.serializers import file_dict
 
 blp = Blueprint("files", __name__, description="Media files")
 

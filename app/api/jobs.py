@@ -8,10 +8,10 @@ from flask_smorest import Blueprint
 from app.api.schemas import RATE_LIMITED, JobCreateSchema, JobListQuerySchema
 from app.auth import role_required
 from app.extensions import db
+from app.jobs import service as job_service
 from app.models import Job
 from app.pagination import paginate
-from app.services import jobs as job_service
-from app.services.serializers import job_dict
+from app.serializers import job_dict
 
 blp = Blueprint("jobs", __name__, description="Processing jobs")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from flask import jsonify
 from flask_jwt_extended import current_user, jwt_required
@@ -26,8 +26,6 @@ blp = Blueprint("notifications", __name__, description="Notifications")
 
 def _within_years(value) -> None:
     """Scheduling is for this decade: far dates cannot be stored or delivered."""
-    from datetime import datetime, timedelta
-
     now = datetime.now(UTC)
     if not now - timedelta(days=3650) <= value <= now + timedelta(days=3650):
         raise ValidationError("Must be within ten years of now.")

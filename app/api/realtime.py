@@ -8,13 +8,10 @@ from marshmallow import fields, validate
 
 from app.api.schemas import StrictSchema
 from app.auth import role_required
-from app.errors import NotFound
-from app.extensions import db, socketio
 from app.realtime import connections
 from app.realtime.emit import NAMESPACES, ROOM_ALL
 from app.services import events
 from app.services import presence as presence_service
-from app.services.presence_store import get_store
 
 blp = Blueprint("realtime", __name__, description="Real-time administration")
 
@@ -45,13 +42,7 @@ def stats():
 @role_required("admin")
 def force_disconnect(sid: str):
     """Disconnect a socket wherever it is connected (through the message queue)."""
-    socket = get_store().socket(sid)
-    if socket is None:
-        raise NotFound("Connection not found")
-    socketio.server.disconnect(sid, namespace=socket["namespace"])
-    # The owning process cleans up on its disconnect handler; do it here too in case that
-    # process is gone (idempotent: a socket is removed from the store once).
-    presence_service.socket_disconnected(sid)
+    presence_service.force_disconnect(sid)
     return "", 204
 
 
@@ -61,10 +52,7 @@ def force_disconnect(sid: str):
 def broadcast(data):
     """Send an event to a room of a namespace (default: everyone in it), via the outbox."""
     room = data.get("room") or ROOM_ALL
-    event = events.record(
-        data["event"], action="", actor=current_user, resource_type="broadcast", resource_id=None,
-        payload={"_rooms": [[data["namespace"], room]], "data": data["data"]},
-    )
-    db.session.commit()
+    event = events.broadcast(current_user, namespace=data["namespace"], room=room,
+                             name=data["event"], data=data["data"])
     return jsonify({"id": event.id, "namespace": data["namespace"], "room": room,
                     "event": data["event"]}), 202

@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowValidationError
 
+from app.extensions import ErrorEnvelopeSchema
 from app.models.core import EPISODE_STATUSES, ROLES
 from app.models.presence import STATUSES
 
@@ -114,8 +115,6 @@ class JobListQuerySchema(ListQuerySchema):
 
 
 def _rate_limited_doc() -> dict:
-    from app.extensions import ErrorEnvelopeSchema
-
     return {
         "schema": ErrorEnvelopeSchema,
         "description": "Rate limited (`rate_limited`; `too_many_queued_jobs` for jobs): "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import jsonify
+from flask_jwt_extended import current_user
 from flask_smorest import Blueprint
 
 from app.api.schemas import ListQuerySchema, UserUpdateSchema
@@ -9,8 +10,8 @@ from app.auth import role_required
 from app.extensions import db
 from app.models import User
 from app.pagination import paginate
+from app.serializers import user_dict
 from app.services import users as user_service
-from app.services.serializers import user_dict
 
 blp = Blueprint("users", __name__, description="Users (admin)")
 
@@ -36,4 +37,5 @@ def update_user(data, user_id: int):
     active admin can be neither demoted nor deactivated (409).
     """
     return jsonify(user_dict(user_service.update_user(user_id, role=data.get("role"),
-                                                      is_active=data.get("is_active"))))
+                                                      is_active=data.get("is_active"),
+                                                      actor=current_user)))

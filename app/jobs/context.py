@@ -1,7 +1,7 @@
 """What a job handler sees: its job's plain values and one ``progress`` checkpoint.
 
 Handlers depend on nothing but this module, so they stay small and testable, and the
-registry (``app.services.job_types``) can import them without an import cycle.
+registry (``app.jobs.types``) can import them without an import cycle.
 """
 from __future__ import annotations
 

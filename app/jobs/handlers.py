@@ -19,8 +19,8 @@ from sqlalchemy import select
 from app.extensions import db
 from app.jobs.context import JobContext, PermanentJobError
 from app.models import DomainEvent, Episode, File, User, isoformat, utcnow
+from app.serializers import episode_dict, file_dict
 from app.services import files as file_service
-from app.services.serializers import episode_dict, file_dict
 
 CHUNK = 1024 * 1024
 
@@ -44,8 +44,10 @@ def _export_file_ids(file_ids: list[int]) -> set[int]:
 def export(ctx: JobContext) -> dict:
     """Zip the episode's metadata (JSON) and files; store the zip as a new file of the episode.
 
-    The zip is written to a temporary file and only handed to ``store_file`` once complete,
-    so a cancel or a crash leaves no half-written output behind.
+    The zip is written to a temporary file and only handed to ``add_file`` once complete,
+    so a cancel or a crash leaves no half-written output behind. The output's row and event
+    are flushed, not committed: they commit with the job's completion (the runner), and a
+    completion that does not happen (job lost, cancelled) takes them and the bytes back.
     """
     episode = db.session.get(Episode, ctx.episode_id)
     if episode is None:
@@ -62,7 +64,7 @@ def export(ctx: JobContext) -> dict:
     }
     sources = [(f.id, f.filename, f.size, file_service.path_of(f)) for f in files]
     creator = db.session.get(User, ctx.created_by) if ctx.created_by else None
-    db.session.commit()  # end the read transaction: never idle in a transaction while copying
+    db.session.rollback()  # end the read transaction: never idle in a transaction while copying
 
     storage = file_service.storage_dir()
     for leftover in storage.glob(f"export-{ctx.job_id}-*.zip.part"):  # a killed earlier attempt
@@ -88,7 +90,7 @@ def export(ctx: JobContext) -> dict:
                 included.append(file_id)
         ctx.progress(95, "Storing the archive")  # the last point where a cancel still applies
         with open(tmp_name, "rb") as stream:
-            stored = file_service.store_file(
+            stored = file_service.add_file(
                 creator, ctx.episode_id, stream, f"episode-{ctx.episode_id}-export-{ctx.job_id}.zip",
                 "application/zip", extra_payload={"source": "export", "job_id": ctx.job_id})
     finally:
@@ -122,7 +124,7 @@ def checksum(ctx: JobContext) -> dict:
         query = query.where(File.id.in_(wanted))
     targets = [(f.id, f.filename, f.sha256, f.size, file_service.path_of(f))
                for f in db.session.scalars(query)]
-    db.session.commit()
+    db.session.rollback()  # end the read transaction: never idle in one while hashing
     unknown = sorted(set(wanted or ()) - {t[0] for t in targets})
     total = max(1, sum(t[3] for t in targets))
     done, report, mismatches, missing = 0, [], [], []

@@ -8,7 +8,7 @@ cancelled, queued again with a backoff (``job_retry``) or failed.
 
 Event order: a job's transitions are sequential compare-and-sets, each committed before
 the next one is recorded, so its event ids increase in transition order and commit in that
-order. The pipeline emits in id order (``delivery.drain``: one drainer at a time, batches
+order. The pipeline emits in id order (``app/services/drain.py``: one drainer at a time, batches
 oldest first), so clients receive a job's events in order; envelopes carry those ids, so a
 client can also drop a duplicate of an at-least-once delivery. We tried delivering the
 job's events inline from this task after each commit (the issue's suggestion) and dropped
@@ -25,10 +25,10 @@ from flask import current_app
 
 from app import metrics
 from app.extensions import db
+from app.jobs import service as job_service
+from app.jobs import types as job_types
 from app.jobs.context import JobCancelled, JobContext, JobLost, PermanentJobError
-from app.services import job_types
-from app.services import jobs as job_service
-from app.services.jobs import Attempt
+from app.jobs.service import Attempt
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from app.extensions import db
 
 # JSON everywhere, JSONB on PostgreSQL (indexable, compact).
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -21,10 +24,6 @@ NO_ID_REUSE = {"sqlite_autoincrement": True}
 def insert_for_dialect(table):
     """INSERT for the bound database's dialect, so ``on_conflict_do_nothing`` is available
     on both PostgreSQL and SQLite."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    from app.extensions import db
-
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 

@@ -24,6 +24,11 @@ EPISODE_STATUSES = ("draft", "in_review", "published", "archived")
 JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
+def normalize_email(email: str) -> str:
+    """Emails are stored and compared trimmed and lower-cased (also the login rate-limit key)."""
+    return email.strip().lower()
+
+
 class User(TimestampMixin, db.Model):
     __tablename__ = "users"
     __table_args__ = (CheckConstraint("role IN ('admin','editor','viewer')", name="role"),

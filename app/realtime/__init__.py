@@ -41,6 +41,8 @@ def init_realtime(app: Flask) -> None:
         options["message_queue"] = url
     else:
         options["client_manager"] = IndexedManager()
+    # Here, not at the top: ``app.realtime.emit`` (imported by services) runs this package
+    # first, and the handlers below import those services.
     from app.realtime import connections, control
     from app.realtime.namespaces import register_namespaces
     from app.services import replay

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from app import metrics
 from app.extensions import socketio
 from app.models import utcnow
+from app.realtime.presence_events import presence_events
+from app.services import presence
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +132,6 @@ def shutdown_all() -> int:
     The registry is emptied before the disconnects, so the per-socket disconnect handlers
     find nothing to clean up.
     """
-    from app.realtime.presence_events import presence_events
-    from app.services import presence
-
     conns = all_connections()
     reset()
     presence.sockets_gone([c.sid for c in conns])
@@ -150,10 +149,7 @@ def shutdown_all() -> int:
 
 def reregister(conn: Connection) -> None:
     """A live socket the store lost (it expired while this process stalled): add it back."""
-    from app.extensions import socketio as sio
-    from app.services import presence
-
-    if get(conn.sid) is None or not sio.server.manager.is_connected(conn.sid, conn.namespace):
+    if get(conn.sid) is None or not socketio.server.manager.is_connected(conn.sid, conn.namespace):
         return
     presence.socket_connected(sid=conn.sid, user_id=conn.user_id, name=conn.name,
                               namespace=conn.namespace, server_id=SERVER_ID)
@@ -168,8 +164,6 @@ def live_connections(grace_seconds: float = 30.0) -> list[Connection]:
     A client that vanished while its connect handler ran never gets a disconnect handler
     call: its registry entry would be refreshed for ever. Entries older than the grace and
     unknown to the server are dropped here (and leave presence)."""
-    from app.services import presence
-
     manager = socketio.server.manager
     cutoff = utcnow().timestamp() - grace_seconds
     live, gone = [], []
@@ -188,8 +182,6 @@ def live_connections(grace_seconds: float = 30.0) -> list[Connection]:
 def refresh_loop(app, interval: float) -> None:
     """Keep this process's sockets alive in the presence store, pop the expired ones of
     dead processes, and write last activities (``presence.refresh_and_expire``)."""
-    from app.services import presence
-
     while True:
         socketio.sleep(interval)
         try:

@@ -31,10 +31,13 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
+import redis
 from flask import Flask
 from flask_jwt_extended import decode_token
 
+from app.auth import token_state
 from app.extensions import socketio
+from app.realtime.emit import envelope
 from app.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -109,8 +112,6 @@ def reauthenticate(sid: str, user_id: int, token: str) -> dict | None:
         return None
     if claims.get("type") != "access" or str(claims.get("sub")) != str(user_id):
         return None
-    from app.auth import token_state
-
     revoked, user = token_state(claims["jti"], user_id)
     if revoked or user is None:
         return None
@@ -164,8 +165,6 @@ def apply(message: dict) -> int:
 
 
 def _end(sock: TrackedSocket, reason: str) -> None:
-    from app.realtime.emit import envelope
-
     try:
         # Local only: every process ends its own sockets, the queue need not carry this.
         socketio.server.emit("session_ended", envelope("session_ended", {"reason": reason},
@@ -213,8 +212,6 @@ def expiry_loop(interval: float) -> None:
 
 def listen_loop(app: Flask) -> None:
     """Apply other processes' control messages; reconnect when Redis comes back."""
-    import redis
-
     while True:
         pubsub = None
         try:

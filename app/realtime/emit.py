@@ -1,9 +1,10 @@
 """The one module that emits Socket.IO events: only after commit, always to a room.
 
 Every server event has one envelope ``{"id", "event", "data", "actor", "timestamp"}``.
-Rooms are named here and nowhere else. Web processes and Celery workers both call this
-module; with REDIS_URL the emit goes through the Redis message queue, so it reaches a
-client connected to any web process.
+Rooms are named here and nowhere else. A leaf: it imports no service (delivery hands it
+the events and their actors). Web processes and Celery workers both call this module;
+with REDIS_URL the emit goes through the Redis message queue, so it reaches a client
+connected to any web process.
 """
 from __future__ import annotations
 
@@ -143,23 +144,3 @@ def event_envelope(event: DomainEvent, actor: User | None) -> dict:
         actor={"id": actor.id, "name": actor.name} if actor is not None else None,
         timestamp=isoformat(event.created_at),
     )
-
-
-def emit_domain_events(events: list[DomainEvent]) -> int:
-    """Delivery step: every event of a batch to its rooms, in id order, in one pipeline."""
-    from app.services import replay
-    from app.services.batch import rows_by_id
-
-    actors = rows_by_id(User, (event.actor_id for event in events))
-    messages = []
-    remembered = []
-    for event in events:
-        actor = actors.get(event.actor_id) if event.actor_id else None
-        payload = event_envelope(event, actor)
-        routes = routes_for(event)
-        messages.extend((route, event.name, payload) for route in routes)
-        remembered.append({"id": event.id, "name": event.name,
-                           "routes": [list(route) for route in routes], "envelope": payload})
-    sent = emit_many(messages)
-    replay.remember(remembered)  # the shared history reconnecting clients replay from
-    return sent

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
 from marshmallow import ValidationError as MarshmallowValidationError
-from sqlalchemy import select
 
 from app.api.schemas import StatusSchema
 from app.auth import load_user_from_token
 from app.errors import DatabaseUnavailable, DomainError, database_unavailable, rollback_quietly
 from app.extensions import db, socketio
-from app.models import Episode, Job, User
+from app.models import User
 from app.realtime import connections, control
 from app.realtime.emit import (
     ADMIN,
@@ -33,7 +32,7 @@ from app.realtime.emit import (
     job_room,
     user_room,
 )
-from app.services import presence, replay
+from app.services import presence, replay, rooms
 
 log = logging.getLogger(__name__)
 
@@ -103,28 +102,6 @@ def io_slot():
         yield
     finally:
         gate.release()
-
-
-_episodes_seen: dict[int, float] = {}
-EPISODE_CACHE_SECONDS = 5.0
-
-
-def episode_exists(episode_id: int) -> bool:
-    """Whether the episode exists, remembered for a few seconds per process: a storm of
-    joins to one episode reads its row once, not once per join. The connection goes back to
-    the pool at once (nothing else of the join needs the database)."""
-    seen = _episodes_seen.get(episode_id)
-    if seen is not None and time.monotonic() - seen < EPISODE_CACHE_SECONDS:
-        return True
-    try:
-        found = db.session.scalar(select(Episode.id).where(Episode.id == episode_id)) is not None
-    finally:
-        db.session.close()
-    if found:
-        if len(_episodes_seen) > 10_000:
-            _episodes_seen.clear()
-        _episodes_seen[episode_id] = time.monotonic()
-    return found
 
 
 def _int_field(data, name: str) -> int | None:
@@ -374,7 +351,7 @@ class EpisodesNamespace(AuthenticatedNamespace):
             return _ack_error("validation_error", "episode_id is required")
         try:
             with io_slot():
-                if not episode_exists(episode_id):
+                if not rooms.episode_exists(episode_id):
                     return _ack_error("not_found", "Episode not found")
                 self._join_replaying(episode_room(episode_id), data)
                 got = presence.view(sid=request.sid, user_id=conn.user_id, name=conn.name,
@@ -418,13 +395,10 @@ class JobsNamespace(AuthenticatedNamespace):
         job_id, episode_id = _int_field(data, "job_id"), _int_field(data, "episode_id")
         try:
             with io_slot():
-                if job_id is not None and db.session.get(Job, job_id) is not None:
-                    db.session.close()
-                    self._join_replaying(job_room(job_id), data)
-                    return {"ok": True, "room": job_room(job_id)}
-                if episode_id is not None and episode_exists(episode_id):
-                    self._join_replaying(episode_room(episode_id), data)
-                    return {"ok": True, "room": episode_room(episode_id)}
+                room = rooms.subscription_room(job_id=job_id, episode_id=episode_id)
+                if room is not None:
+                    self._join_replaying(room, data)
+                    return {"ok": True, "room": room}
         except Exception as exc:  # noqa: BLE001 - a clear ack, never a traceback
             db.session.rollback()
             log.warning("subscribe failed: %s", exc)

@@ -28,11 +28,12 @@ import threading
 from datetime import UTC, datetime
 from time import monotonic
 
-from flask import Flask
+from flask import Flask, current_app
 
 from app.extensions import socketio
 from app.models import isoformat
 from app.realtime.emit import ADMIN, EPISODES, FEED, ROOM_ADMINS, ROOM_ALL, emit_many, envelope
+from app.services.presence_store import get_store, split_resource
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ class PresenceEvents:
             presence, self._presence = self._presence, {}
         messages: list = []
         if rooms:
-            from app.services.presence_store import get_store, split_resource
-
             with self.app.app_context():
                 store = get_store()
                 big = self.app.config.get("VIEWERS_BIG_ROOM", 50)
@@ -163,8 +162,6 @@ class PresenceEvents:
 
 def presence_events(app: Flask | None = None) -> PresenceEvents:
     """This process's coalescer for the app (created on first use)."""
-    from flask import current_app
-
     app = app or current_app._get_current_object()
     events = app.extensions.get("presence_events")
     if events is None:

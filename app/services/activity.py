@@ -12,7 +12,9 @@ from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import ActivityLog, DomainEvent, Episode, File, Job, User, isoformat, utcnow
 from app.models.base import insert_for_dialect
+from app.serializers import activity_dict
 from app.services.batch import rows_by_id
+from app.services.transaction import atomic
 
 ACTIONS = (
     "created", "updated", "deleted", "published", "approved", "rejected", "assigned",
@@ -20,32 +22,6 @@ ACTIONS = (
     "retried", "cancelled", "retry",
 )
 RESOURCE_MODELS = {"episode": Episode, "job": Job, "file": File}
-
-
-def activity_dict(row: ActivityLog, users: dict[int, User] | None = None, *,
-                  show_client: bool = False) -> dict:
-    """An activity row as the API shows it.
-
-    ``show_client`` (admins only) fills ``ip_address`` and ``user_agent``; for everyone
-    else they are null: where a person works from is personal data, not team activity.
-    """
-    user = (users or {}).get(row.user_id) if row.user_id else None
-    return {
-        "id": row.id,
-        "event_id": row.event_id,
-        "user_id": row.user_id,
-        "user": {"id": user.id, "name": user.name} if user else None,
-        "action": row.action,
-        "resource_type": row.resource_type,
-        "resource_id": row.resource_id,
-        "resource_name": row.resource_name,
-        "description": row.description,
-        "changes": row.changes,
-        "metadata": row.meta or {},
-        "ip_address": row.ip_address if show_client else None,
-        "user_agent": row.user_agent if show_client else None,
-        "created_at": isoformat(row.created_at),
-    }
 
 
 def _search_words(*values: Any) -> str:
@@ -149,8 +125,8 @@ def bulk_log(entries: Iterable[dict]) -> int:
             "updated_at": now,
         })
     if rows:
-        db.session.execute(insert(ActivityLog.__table__), rows)
-        db.session.commit()
+        with atomic():
+            db.session.execute(insert(ActivityLog.__table__), rows)
     return len(rows)
 
 
@@ -274,11 +250,12 @@ def purge_older_than(days: int, *, batch_size: int = 5000) -> int:
     cutoff = utcnow() - timedelta(days=days)
     total = 0
     while True:
-        ids = list(db.session.scalars(
-            select(ActivityLog.id).where(ActivityLog.created_at < cutoff).limit(batch_size)))
+        with atomic():  # one short transaction per batch
+            ids = list(db.session.scalars(
+                select(ActivityLog.id).where(ActivityLog.created_at < cutoff).limit(batch_size)))
+            if ids:
+                db.session.execute(delete(ActivityLog).where(ActivityLog.id.in_(ids)))
         if not ids:
             return total
-        db.session.execute(delete(ActivityLog).where(ActivityLog.id.in_(ids)))
-        db.session.commit()
         total += len(ids)
 

@@ -22,20 +22,25 @@ tasks of events already delivered by an earlier batch find nothing to do after o
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import delete, select, update
 
 from app import metrics
 from app.errors import database_unavailable, rollback_quietly
 from app.extensions import db
-from app.models import DomainEvent, utcnow
+from app.models import DomainEvent, User, utcnow
 from app.realtime import emit
-from app.services import activity, notifications, replay
-from app.services.batch import end_batch, new_batch
+from app.services import activity, events, notifications, replay
+from app.services import drain as drain_protocol
+from app.services.batch import end_batch, new_batch, rows_by_id
+from app.services.transaction import atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +48,28 @@ BATCH_SIZE = 200
 Step = Callable[[list[DomainEvent]], object]
 
 
+def emit_domain_events(events: list[DomainEvent]) -> int:
+    """Delivery step: every event of a batch to its rooms, in id order, in one pipeline."""
+    actors = rows_by_id(User, (event.actor_id for event in events))
+    messages = []
+    remembered = []
+    for event in events:
+        actor = actors.get(event.actor_id) if event.actor_id else None
+        payload = emit.event_envelope(event, actor)
+        routes = emit.routes_for(event)
+        messages.extend((route, event.name, payload) for route in routes)
+        remembered.append({"id": event.id, "name": event.name,
+                           "routes": [list(route) for route in routes], "envelope": payload})
+    sent = emit.emit_many(messages)
+    replay.remember(remembered)  # the shared history reconnecting clients replay from
+    return sent
+
+
 # Steps inside the delivery transaction, in order: (name, function(events)).
 IN_TRANSACTION_STEPS: list[tuple[str, Step]] = [
     ("activity", activity.log_events),
     ("notifications", notifications.create_for_events),
-    ("emit", emit.emit_domain_events),
+    ("emit", emit_domain_events),
 ]
 # Steps after the commit that marks the events delivered.
 AFTER_COMMIT_STEPS: list[tuple[str, Step]] = [
@@ -122,15 +144,10 @@ def _deliver_claimed(ids: Iterable[int] | None, including: int | None, limit: in
 
 def _infrastructure_failure(exc: BaseException) -> bool:
     """Redis (message queue) or the database unreachable, as opposed to a bad event."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
     return isinstance(exc, RedisConnectionError | RedisTimeoutError) or database_unavailable(exc)
 
 
 def _last_error() -> BaseException:
-    import sys
-
     return sys.exc_info()[1] or RuntimeError("delivery failed")
 
 
@@ -156,14 +173,15 @@ def _deliver(events: list[DomainEvent]) -> list[int]:
 
 
 def record_failure(event_id: int, exc: BaseException) -> None:
-    event = db.session.get(DomainEvent, event_id)
-    if event is None:
-        return
-    event.attempts += 1
-    event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-    event.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(event.attempts))
-    db.session.commit()
-    log.error("delivery of event %s failed (attempt %s): %s", event_id, event.attempts, exc)
+    with atomic():
+        event = db.session.get(DomainEvent, event_id)
+        if event is None:
+            return
+        event.attempts += 1
+        attempts = event.attempts
+        event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        event.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(event.attempts))
+    log.error("delivery of event %s failed (attempt %s): %s", event_id, attempts, exc)
 
 
 def redeliver_stale(*, limit: int = 1000) -> list[int]:
@@ -171,103 +189,42 @@ def redeliver_stale(*, limit: int = 1000) -> list[int]:
 
     Events that keep failing raise an alert once (log, and the alert hooks).
     """
-    from app.services.events import enqueue
-
     now = utcnow()
     grace = timedelta(seconds=current_app.config["EVENT_REDELIVERY_GRACE_SECONDS"])
-    rows = list(db.session.scalars(
-        select(DomainEvent)
-        .where(DomainEvent.delivered_at.is_(None), DomainEvent.created_at <= now - grace)
-        .where((DomainEvent.next_attempt_at.is_(None)) | (DomainEvent.next_attempt_at <= now))
-        .order_by(DomainEvent.id)
-        .limit(limit)
-    ))
     threshold = current_app.config["EVENT_MAX_ATTEMPTS_BEFORE_ALERT"]
     alerts = []
-    for event in rows:
-        # Push the next try out so the next sweep does not enqueue it again while queued.
-        event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts + 1))
-        if event.attempts >= threshold and not event.alerted:
-            event.alerted = True
-            alerts.append((event.id, event.name, event.attempts, event.last_error))
-    ids = [event.id for event in rows]
-    db.session.commit()
+    with atomic():
+        rows = list(db.session.scalars(
+            select(DomainEvent)
+            .where(DomainEvent.delivered_at.is_(None), DomainEvent.created_at <= now - grace)
+            .where((DomainEvent.next_attempt_at.is_(None)) | (DomainEvent.next_attempt_at <= now))
+            .order_by(DomainEvent.id)
+            .limit(limit)
+        ))
+        for event in rows:
+            # Push the next try out so the next sweep does not enqueue it again while queued.
+            event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts + 1))
+            if event.attempts >= threshold and not event.alerted:
+                event.alerted = True
+                alerts.append((event.id, event.name, event.attempts, event.last_error))
+        ids = [event.id for event in rows]
     for alert in alerts:
         raise_alert(*alert)
     for event_id in ids:
-        enqueue(event_id, explicit=True)
+        drain_protocol.wake(event_id, explicit=True)
     return ids
 
 
-def _has_due_events() -> bool:
-    now = utcnow()
-    found = db.session.scalar(
-        select(DomainEvent.id).where(
-            DomainEvent.delivered_at.is_(None),
-            DomainEvent.next_attempt_at.is_(None) | (DomainEvent.next_attempt_at <= now))
-        .limit(1))
-    db.session.rollback()
-    return found is not None
-
-
 def drain(*, max_seconds: float = 20.0) -> int:
-    """Deliver batches until no due event is left (the Redis wake-up protocol).
-
-    Producers commit, then ``SET NX`` the flag: whoever sets it enqueues this task. Here
-    the flag is cleared only when a batch comes back empty, and then the outbox is looked
-    at once more: an event committed before its producer saw the flag still set is caught
-    by that last look, so no event waits for the sweep. One drainer at a time also keeps
-    emits in id order. After ``max_seconds`` the work is handed to a fresh task.
-    """
-    from app.redis_client import get_redis
-    from app.services.events import DRAIN_FLAG
-
-    client = get_redis()
-    try:
-        return _drain(client, max_seconds)
-    except Exception:
-        # Let the next commit wake a drainer at once instead of after the flag's TTL
-        # (Redis itself may be what failed: then there is nothing to clear).
-        if client is not None:
-            try:
-                client.delete(DRAIN_FLAG)
-            except Exception:  # noqa: BLE001
-                pass
-        raise
-
-
-def _drain(client, max_seconds: float) -> int:
-    from app import tasks
-    from app.services.events import DRAIN_FLAG, DRAIN_FLAG_TTL
-
-    deadline = time.monotonic() + max_seconds
-    total = 0
-    while True:
-        if client is not None:
-            client.expire(DRAIN_FLAG, DRAIN_FLAG_TTL)
-        delivered = deliver_batch()
-        total += len(delivered)
-        if delivered:
-            if time.monotonic() > deadline:
-                tasks.enqueue("workers.events.drain")  # keep the flag: the next task goes on
-                return total
-            continue
-        if client is None:
-            return total
-        client.delete(DRAIN_FLAG)
-        if not _has_due_events():
-            return total
-        if not client.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
-            return total  # a producer took over and enqueued another drainer
+    """Deliver batches until no due event is left (the protocol: ``app/services/drain.py``)."""
+    return drain_protocol.drain(deliver_batch, max_seconds=max_seconds)
 
 
 def emit_admin_alert(message: str, details: dict) -> None:
     """``admin_alert`` to the /admin room, through the outbox like every other event."""
-    from app.services import events
-
-    events.record("admin_alert", action="", actor=None, resource_type="system",
-                  resource_id=None, payload={"message": message, **details})
-    db.session.commit()
+    with atomic():
+        events.record("admin_alert", action="", actor=None, resource_type="system",
+                      resource_id=None, payload={"message": message, **details})
 
 
 ALERT_HOOKS: list[Callable[[str, dict], None]] = [notifications.alert_admins, emit_admin_alert]
@@ -292,8 +249,6 @@ def purge_delivered(days: int, *, batch_size: int = 5000) -> int:
     activity rows and notifications keep their own copy (their ``event_id`` becomes NULL).
     Undelivered events are never deleted.
     """
-    from sqlalchemy import delete
-
     cutoff = utcnow() - timedelta(days=days)
     total = 0
     while True:

@@ -6,10 +6,10 @@ from typing import Any
 from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import Episode, User, utcnow
+from app.serializers import episode_dict
 from app.services import events
 from app.services import files as file_service
-from app.services.serializers import episode_dict
-from app.services.transaction import commit_keeping_state
+from app.services.transaction import atomic
 
 EDITABLE_FIELDS = ("title", "episode_number", "season", "description", "categories", "status")
 
@@ -22,120 +22,89 @@ def get_episode(episode_id: int) -> Episode:
 
 
 def create_episode(actor: User, data: dict[str, Any]) -> Episode:
-    episode = Episode(
-        title=data["title"],
-        episode_number=data["episode_number"],
-        season=data.get("season"),
-        description=data.get("description"),
-        categories=list(data.get("categories") or []),
-        status=data.get("status") or "draft",
-        created_by=actor.id,
-    )
-    db.session.add(episode)
-    db.session.flush()
-    events.record(
-        "episode_created",
-        action="created",
-        actor=actor,
-        resource_type="episode",
-        resource_id=episode.id,
-        resource_name=episode.title,
-        payload={
-            "episode_id": episode.id,
-            "title": episode.title,
-            "categories": episode.categories,
-            "status": episode.status,
-            "description": episode.description,
-            "created_by": actor.id,
-        },
-    )
-    commit_keeping_state(db.session())
+    with atomic(keep_state=True):
+        episode = Episode(
+            title=data["title"],
+            episode_number=data["episode_number"],
+            season=data.get("season"),
+            description=data.get("description"),
+            categories=list(data.get("categories") or []),
+            status=data.get("status") or "draft",
+            created_by=actor.id,
+        )
+        db.session.add(episode)
+        db.session.flush()
+        events.record_change("episode_created", action="created", actor=actor, resource=episode,
+                             payload={
+                                 "episode_id": episode.id,
+                                 "title": episode.title,
+                                 "categories": episode.categories,
+                                 "status": episode.status,
+                                 "description": episode.description,
+                                 "created_by": actor.id,
+                             })
     return episode
 
 
 def update_episode(actor: User, episode_id: int, data: dict[str, Any]) -> Episode:
     """Apply the changed fields; an update that changes nothing records no event."""
-    episode = get_episode(episode_id)
-    before = episode_dict(episode)
-    changes: dict[str, dict] = {}
-    for field in EDITABLE_FIELDS:
-        if field in data and data[field] != before[field]:
-            value = list(data[field] or []) if field == "categories" else data[field]
-            changes[field] = {"before": before[field], "after": value}
-            setattr(episode, field, value)
-    if not changes:
-        return episode
-    if changes.get("status", {}).get("after") == "published" and episode.published_at is None:
-        episode.published_at = utcnow()
-    db.session.flush()
-    events.record(
-        "episode_updated",
-        action="updated",
-        actor=actor,
-        resource_type="episode",
-        resource_id=episode.id,
-        resource_name=episode.title,
-        payload={
-            "episode_id": episode.id,
-            "title": episode.title,
-            "changed_fields": sorted(changes),
-            "status": episode.status,
-            "created_by": episode.created_by,
-            "updated_by": actor.id,
-            "episode": episode_dict(episode),
-        },
-        changes=changes,
-    )
-    commit_keeping_state(db.session())
+    with atomic(keep_state=True):
+        episode = get_episode(episode_id)
+        before = episode_dict(episode)
+        changes: dict[str, dict] = {}
+        for field in EDITABLE_FIELDS:
+            if field in data and data[field] != before[field]:
+                value = list(data[field] or []) if field == "categories" else data[field]
+                changes[field] = {"before": before[field], "after": value}
+                setattr(episode, field, value)
+        if not changes:
+            return episode
+        if changes.get("status", {}).get("after") == "published" and episode.published_at is None:
+            episode.published_at = utcnow()
+        db.session.flush()
+        events.record_change("episode_updated", action="updated", actor=actor, resource=episode,
+                             payload={
+                                 "episode_id": episode.id,
+                                 "title": episode.title,
+                                 "changed_fields": sorted(changes),
+                                 "status": episode.status,
+                                 "created_by": episode.created_by,
+                                 "updated_by": actor.id,
+                                 "episode": episode_dict(episode),
+                             }, changes=changes)
     return episode
 
 
 def publish_episode(actor: User, episode_id: int) -> Episode:
-    episode = get_episode(episode_id)
-    if episode.status == "published":
-        raise Conflict("The episode is already published")
-    before = episode.status
-    episode.status = "published"
-    episode.published_at = utcnow()
-    db.session.flush()
-    events.record(
-        "episode_published",
-        action="published",
-        actor=actor,
-        resource_type="episode",
-        resource_id=episode.id,
-        resource_name=episode.title,
-        payload={
-            "episode_id": episode.id,
-            "title": episode.title,
-            "created_by": episode.created_by,
-            "published_by": actor.id,
-        },
-        changes={"status": {"before": before, "after": "published"}},
-    )
-    commit_keeping_state(db.session())
+    with atomic(keep_state=True):
+        episode = get_episode(episode_id)
+        if episode.status == "published":
+            raise Conflict("The episode is already published")
+        before = episode.status
+        episode.status = "published"
+        episode.published_at = utcnow()
+        db.session.flush()
+        events.record_change("episode_published", action="published", actor=actor,
+                             resource=episode, payload={
+                                 "episode_id": episode.id,
+                                 "title": episode.title,
+                                 "created_by": episode.created_by,
+                                 "published_by": actor.id,
+                             }, changes={"status": {"before": before, "after": "published"}})
     return episode
 
 
 def delete_episode(actor: User, episode_id: int) -> None:
     """Delete the episode; its jobs and files go with it (cascade), bytes after commit."""
-    episode = get_episode(episode_id)
-    stored = [f.stored_name for f in episode.files]
-    payload = {
-        "episode_id": episode.id,
-        "title": episode.title,
-        "created_by": episode.created_by,
-        "deleted_by": actor.id,
-    }
-    events.record(
-        "episode_deleted",
-        action="deleted",
-        actor=actor,
-        resource_type="episode",
-        resource_id=episode.id,
-        resource_name=episode.title,
-        payload=payload,
-    )
-    db.session.delete(episode)
-    file_service.remove_bytes_after_commit(stored)
-    db.session.commit()
+    with atomic():
+        episode = get_episode(episode_id)
+        stored = [f.stored_name for f in episode.files]
+        events.record_change("episode_deleted", action="deleted", actor=actor, resource=episode,
+                             payload={
+                                 "episode_id": episode.id,
+                                 "title": episode.title,
+                                 "created_by": episode.created_by,
+                                 "deleted_by": actor.id,
+                             })
+        db.session.delete(episode)
+        file_service.remove_bytes_after_commit(stored)

@@ -17,7 +17,7 @@ from typing import Any
 OPT_STR = (str, None)
 NUMBER = (int, float)
 
-# Every job event carries these (app/services/jobs.py ``_spec``).
+# Every job event carries these (app/jobs/service.py ``_spec``).
 JOB = {"job_id": int, "episode_id": int, "type": str, "created_by": (int, None)}
 # Every file event carries these plus the acting user's id under a verb (``_file_payload``).
 FILE = {"file_id": int, "episode_id": int, "file_name": str, "size": int}

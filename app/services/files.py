@@ -17,7 +17,7 @@ from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.models import Episode, File, User, utcnow
 from app.services import events
-from app.services.transaction import on_commit
+from app.services.transaction import atomic, on_commit, on_rollback
 
 CHUNK = 1024 * 1024
 MAX_NAME = 255
@@ -97,6 +97,24 @@ def store_file(
     extra_payload: dict | None = None,
 ) -> File:
     """Stream bytes to disk (temp name, then rename), then commit the row and its event."""
+    with atomic():
+        return add_file(actor, episode_id, stream, filename, content_type,
+                        event_name=event_name, extra_payload=extra_payload)
+
+
+def add_file(
+    actor: User | None,
+    episode_id: int,
+    stream: BinaryIO,
+    filename: str,
+    content_type: str | None,
+    *,
+    event_name: str = "file_uploaded",
+    extra_payload: dict | None = None,
+) -> File:
+    """``store_file`` in the caller's transaction: the row and its event are flushed, not
+    committed (a job's output commits with the job's completion); a rollback removes the
+    bytes."""
     episode = db.session.get(Episode, episode_id)
     if episode is None:
         raise NotFound("Episode not found")
@@ -114,6 +132,7 @@ def store_file(
                 size += len(chunk)
                 out.write(chunk)
         os.replace(tmp, target)
+        on_rollback(db.session(), lambda: target.unlink(missing_ok=True))
         file = File(
             episode_id=episode.id,
             filename=name,
@@ -127,18 +146,9 @@ def store_file(
         db.session.flush()
         payload = _file_payload(file, "uploaded_by", actor)
         payload.update(extra_payload or {})
-        events.record(
-            event_name,
-            action="uploaded",
-            actor=actor,
-            resource_type="file",
-            resource_id=file.id,
-            resource_name=file.filename,
-            payload=payload,
-        )
-        db.session.commit()
+        events.record_change(event_name, action="uploaded", actor=actor, resource=file,
+                             payload=payload)
     except BaseException:
-        db.session.rollback()
         tmp.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         raise
@@ -157,19 +167,12 @@ def remove_bytes_after_commit(stored_names: list[str]) -> None:
 
 
 def delete_file(actor: User, file_id: int) -> None:
-    file = get_file(file_id)
-    events.record(
-        "file_deleted",
-        action="deleted",
-        actor=actor,
-        resource_type="file",
-        resource_id=file.id,
-        resource_name=file.filename,
-        payload=_file_payload(file, "deleted_by", actor),
-    )
-    db.session.delete(file)
-    remove_bytes_after_commit([file.stored_name])
-    db.session.commit()
+    with atomic():
+        file = get_file(file_id)
+        events.record_change("file_deleted", action="deleted", actor=actor, resource=file,
+                             payload=_file_payload(file, "deleted_by", actor))
+        db.session.delete(file)
+        remove_bytes_after_commit([file.stored_name])
 
 
 def _serializer() -> URLSafeSerializer:
@@ -202,14 +205,7 @@ def resolve_download_token(file_id: int, token: str) -> tuple[File, int | None]:
 
 
 def record_download(file: File, user_id: int | None) -> None:
-    actor = db.session.get(User, user_id) if user_id else None
-    events.record(
-        "file_download",
-        action="downloaded",
-        actor=actor,
-        resource_type="file",
-        resource_id=file.id,
-        resource_name=file.filename,
-        payload=_file_payload(file, "downloaded_by", actor),
-    )
-    db.session.commit()
+    with atomic():
+        actor = db.session.get(User, user_id) if user_id else None
+        events.record_change("file_download", action="downloaded", actor=actor, resource=file,
+                             payload=_file_payload(file, "downloaded_by", actor))

@@ -23,13 +23,14 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from app.errors import NotFound, ValidationError
-from app.extensions import db
+from app.extensions import db, socketio
 from app.models import User, UserPresence, isoformat, utcnow
 from app.models.base import insert_for_dialect
 from app.models.presence import STATUSES
 from app.realtime.presence_events import presence_events, presence_payload
 from app.services.presence_store import INVISIBLE, Removed, get_store, resource_key
 from app.services.presence_store import now as _now
+from app.services.transaction import atomic
 
 VIEWERS_LIMIT = 200
 
@@ -108,6 +109,18 @@ def socket_disconnected(sid: str) -> bool:
     return sockets_gone([sid]) == 1
 
 
+def force_disconnect(sid: str) -> None:
+    """Disconnect a socket wherever it is connected (through the message queue); 404 if
+    no process has it."""
+    socket = get_store().socket(sid)
+    if socket is None:
+        raise NotFound("Connection not found")
+    socketio.server.disconnect(sid, namespace=socket["namespace"])
+    # The owning process cleans up on its disconnect handler; do it here too in case that
+    # process is gone (idempotent: a socket is removed from the store once).
+    socket_disconnected(sid)
+
+
 def view(*, sid: str, user_id: int, name: str, resource_type: str, resource_id: int) -> dict | None:
     """This socket now views the resource (one per socket; the previous one is left).
 
@@ -151,16 +164,16 @@ def set_status(user: User, status: str, message: str | None = None) -> dict:
     if status not in STATUSES:
         raise ValidationError("Invalid status", details={"status": [f"Must be one of {STATUSES}."]})
     user_id, name = user.id, user.name
-    before_status, before_message = chosen_status(user_id)
-    now = utcnow()
-    db.session.execute(
-        insert_for_dialect(UserPresence.__table__)
-        .values(user_id=user_id, chosen_status=status, message=message, last_activity_at=now,
-                created_at=now, updated_at=now)
-        .on_conflict_do_update(index_elements=["user_id"], set_={
-            "chosen_status": status, "message": message, "last_activity_at": now,
-            "updated_at": now}))
-    db.session.commit()
+    with atomic():
+        before_status, before_message = chosen_status(user_id)
+        now = utcnow()
+        db.session.execute(
+            insert_for_dialect(UserPresence.__table__)
+            .values(user_id=user_id, chosen_status=status, message=message, last_activity_at=now,
+                    created_at=now, updated_at=now)
+            .on_conflict_do_update(index_elements=["user_id"], set_={
+                "chosen_status": status, "message": message, "last_activity_at": now,
+                "updated_at": now}))
     db.session.close()
     store = get_store()
     store.set_message(user_id, message)
@@ -272,13 +285,12 @@ def flush_activity() -> int:
     stmt = stmt.on_conflict_do_update(index_elements=["user_id"], set_={
         "last_activity_at": stmt.excluded.last_activity_at, "updated_at": stmt.excluded.updated_at})
     try:
-        existing = set(db.session.scalars(select(User.id).where(User.id.in_(list(dirty)))))
-        rows = [r for r in rows if r["user_id"] in existing]  # a user deleted meanwhile
-        if rows:
-            db.session.execute(stmt, rows)
-        db.session.commit()
+        with atomic():
+            existing = set(db.session.scalars(select(User.id).where(User.id.in_(list(dirty)))))
+            rows = [r for r in rows if r["user_id"] in existing]  # a user deleted meanwhile
+            if rows:
+                db.session.execute(stmt, rows)
     except Exception:
-        db.session.rollback()
         with _dirty_lock:  # try again next round
             for uid, ts in dirty.items():
                 _activity_dirty[uid] = max(ts, _activity_dirty.get(uid, 0))

@@ -31,6 +31,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from flask import current_app
+
+from app.redis_client import get_redis
+
 PREFIX = "ec:presence:"
 INVISIBLE = "offline"
 
@@ -582,10 +586,6 @@ PresenceStore = RedisPresenceStore | MemoryPresenceStore
 
 def get_store() -> PresenceStore:
     """The app's store: Redis when REDIS_URL is set, else one in this process's memory."""
-    from flask import current_app
-
-    from app.redis_client import get_redis
-
     store = current_app.extensions.get("presence_store")
     if store is None:
         client = get_redis()

@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import DomainEvent, OutboxMark, User
+from app.realtime.emit import event_envelope, routes_for
 from app.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -221,8 +222,6 @@ def history_after(after_id: int) -> History:
 
 
 def _from_database(after_id: int, most: int) -> History:
-    from app.realtime.emit import event_envelope, routes_for
-
     purged = db.session.get(OutboxMark, PURGED_MARK)
     if purged is not None and after_id < purged.value:
         return History(resync="history_purged", newest=max(_newest_delivered() or 0, purged.value),

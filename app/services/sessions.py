@@ -15,13 +15,14 @@ import uuid
 from datetime import UTC, datetime
 
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from app.auth import revoke_token
 from app.errors import Unauthorized
 from app.extensions import db
 from app.models import RefreshToken, User, utcnow
 from app.realtime import control
+from app.services.transaction import atomic
 
 
 def _new_family() -> str:
@@ -41,9 +42,8 @@ def _issue(user: User, family: str, *, fresh: bool) -> dict:
 
 def login(user: User) -> dict:
     """Tokens of a new session (login)."""
-    tokens = _issue(user, _new_family(), fresh=True)
-    db.session.commit()
-    return tokens
+    with atomic():
+        return _issue(user, _new_family(), fresh=True)
 
 
 def rotate(user: User, claims: dict) -> dict:
@@ -119,17 +119,15 @@ def logout(claims: dict, refresh_token: str | None = None) -> None:
 def purge_expired(batch_size: int = 5000) -> int:
     """Delete refresh-token rows past their expiry, in batches: nothing can present them any
     more (the signature check refuses an expired token before its row is looked at)."""
-    from sqlalchemy import delete
-
     total = 0
     while True:
-        ids = list(db.session.scalars(select(RefreshToken.id).where(
-            RefreshToken.expires_at < utcnow()).limit(batch_size)))
+        with atomic():  # one short transaction per batch
+            ids = list(db.session.scalars(select(RefreshToken.id).where(
+                RefreshToken.expires_at < utcnow()).limit(batch_size)))
+            if ids:
+                db.session.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids)))
         if not ids:
-            db.session.rollback()
             return total
-        db.session.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids)))
-        db.session.commit()
         total += len(ids)
 
 

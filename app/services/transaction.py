@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 _KEY = "ec_on_commit"
 _COLLECTORS = "ec_on_commit_collectors"
 _ATOMIC = "ec_atomic"
+_ROLLBACK_KEY = "ec_on_rollback"
 
 
 class NestedAtomicError(RuntimeError):
@@ -58,6 +59,15 @@ def in_atomic() -> bool:
 def on_commit(session: Session, callback: Callable[[], None]) -> None:
     """Call ``callback`` once ``session`` commits; forget it if the session rolls back."""
     session.info.setdefault(_KEY, []).append(callback)
+
+
+def on_rollback(session: Session, callback: Callable[[], None]) -> None:
+    """Call ``callback`` if ``session``'s transaction rolls back; forget it on commit.
+
+    For work done outside the database that only the commit makes valid (bytes written
+    for a file row a job's completing commit may still discard).
+    """
+    session.info.setdefault(_ROLLBACK_KEY, []).append(callback)
 
 
 class _Collector:
@@ -103,6 +113,7 @@ def _run_callbacks(session: Session) -> None:
         return  # a SAVEPOINT released: the callbacks wait for the real commit
     callbacks = session.info.pop(_KEY, [])
     session.info.pop(_COLLECTORS, None)
+    session.info.pop(_ROLLBACK_KEY, None)
     for callback in callbacks:
         try:
             callback()
@@ -115,3 +126,8 @@ def _drop_callbacks(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None:  # the outermost transaction rolled back
         session.info.pop(_KEY, None)
         session.info.pop(_COLLECTORS, None)
+        for callback in session.info.pop(_ROLLBACK_KEY, []):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - cleanup never hides the rollback's cause
+                log.exception("after-rollback callback failed")

@@ -10,11 +10,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.extensions import db
 from app.models import User
-from app.models.core import ROLES
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
+from app.models.core import ROLES, normalize_email
+from app.services import events, sessions
+from app.services.transaction import atomic
 
 
 def get_by_email(email: str) -> User | None:
@@ -29,17 +27,31 @@ def register(*, email: str, password: str, name: str, role: str = "viewer",
     is made admin. "First" is decided after the insert commits, as the lowest id, so two
     registrations racing on an empty instance cannot both become admin.
     """
-    if get_by_email(email) is not None:
-        raise Conflict("This email is already registered", details={"email": ["Already registered."]})
-    user = User(email=normalize_email(email), name=name.strip(), role=role)
-    user.set_password(password)
-    db.session.add(user)
-    db.session.commit()
-    if (first_becomes_admin and user.role != "admin"
-            and db.session.scalar(select(func.min(User.id))) == user.id):
-        user.role = "admin"
-        db.session.commit()
+    with atomic():
+        if get_by_email(email) is not None:
+            raise Conflict("This email is already registered",
+                           details={"email": ["Already registered."]})
+        user = User(email=normalize_email(email), name=name.strip(), role=role)
+        user.set_password(password)
+        db.session.add(user)
+        db.session.flush()
+        _record(user, "user_registered", "created", actor=user, payload={"role": user.role})
+    if first_becomes_admin and user.role != "admin":
+        with atomic():
+            if db.session.scalar(select(func.min(User.id))) == user.id:
+                _record(user, "user_role_changed", "updated", actor=None,
+                        changes={"role": {"before": user.role, "after": "admin"}})
+                user.role = "admin"
     return user
+
+
+def _record(user: User, name: str, action: str, *, actor: User | None,
+            payload: dict | None = None, changes: dict | None = None) -> None:
+    """An account event: to the activity log (admins, and the actor's own feed) and to the
+    /admin room only (no ``notify_user_ids``: other users never hear of accounts)."""
+    events.record(name, action=action, actor=actor, resource_type="user", resource_id=user.id,
+                  resource_name=user.name, payload={"user_id": user.id, **(payload or {})},
+                  changes=changes)
 
 
 @cache
@@ -83,28 +95,36 @@ def _is_last_active_admin(user: User) -> bool:
     return admins <= 1
 
 
-def update_user(user_id: int, *, role: str | None = None, is_active: bool | None = None) -> User:
+def update_user(user_id: int, *, role: str | None = None, is_active: bool | None = None,
+                actor: User | None = None) -> User:
     """Change a user's role and/or active flag (admin). The user's live sockets are ended on
     every web process after the commit: a demoted admin stops hearing ``/admin`` at once,
-    a deactivated user is cut off (and their sessions' refresh tokens revoked)."""
-    from app.services import sessions
-
+    a deactivated user is cut off (and their sessions' refresh tokens revoked). Each change
+    records an event (``user_role_changed``, ``user_deactivated``, ``user_reactivated``)."""
     if role is not None and role not in ROLES:
         raise ValidationError("Invalid role", details={"role": [f"Must be one of {ROLES}."]})
-    user = get_user(user_id)
-    demoting = role is not None and role != "admin"
-    deactivating = is_active is False and user.is_active
-    if (demoting or deactivating) and _is_last_active_admin(user):
-        raise Conflict("The last admin cannot be demoted" if demoting
-                       else "The last admin cannot be deactivated")
-    role_changed = role is not None and role != user.role
-    if role is not None:
-        user.role = role
-    if is_active is not None:
-        user.is_active = is_active
-    if deactivating:
-        sessions.revoke_user_sessions(user.id)
-    db.session.commit()
+    with atomic():
+        user = get_user(user_id)
+        demoting = role is not None and role != "admin"
+        deactivating = is_active is False and user.is_active
+        reactivating = is_active is True and not user.is_active
+        if (demoting or deactivating) and _is_last_active_admin(user):
+            raise Conflict("The last admin cannot be demoted" if demoting
+                           else "The last admin cannot be deactivated")
+        role_changed = role is not None and role != user.role
+        if role_changed:
+            _record(user, "user_role_changed", "updated", actor=actor,
+                    changes={"role": {"before": user.role, "after": role}})
+        if deactivating or reactivating:
+            _record(user, "user_deactivated" if deactivating else "user_reactivated", "updated",
+                    actor=actor, changes={"is_active": {"before": user.is_active,
+                                                        "after": is_active}})
+        if role is not None:
+            user.role = role
+        if is_active is not None:
+            user.is_active = is_active
+        if deactivating:
+            sessions.revoke_user_sessions(user.id)
     if deactivating:
         sessions.end_user_sockets(user.id, "deactivated")
     elif role_changed:
@@ -112,22 +132,28 @@ def update_user(user_id: int, *, role: str | None = None, is_active: bool | None
     return user
 
 
-def set_role(user_id: int, role: str) -> User:
-    return update_user(user_id, role=role)
+def set_role(user_id: int, role: str, *, actor: User | None = None) -> User:
+    return update_user(user_id, role=role, actor=actor)
 
 
 def create_or_promote_admin(email: str, password: str | None, name: str | None = None) -> User:
     """Make ``email`` an admin: create the account, or promote an existing one."""
-    user = get_by_email(email)
-    if user is None:
-        if not password:
-            raise ValidationError("A password is needed to create a new admin")
-        user = User(email=normalize_email(email), name=name or email.split("@")[0], role="admin")
-        user.set_password(password)
-        db.session.add(user)
-    else:
-        user.role = "admin"
-        if password:
+    with atomic():
+        user = get_by_email(email)
+        if user is None:
+            if not password:
+                raise ValidationError("A password is needed to create a new admin")
+            user = User(email=normalize_email(email), name=name or email.split("@")[0],
+                        role="admin")
             user.set_password(password)
-    db.session.commit()
+            db.session.add(user)
+            db.session.flush()
+            _record(user, "user_registered", "created", actor=None, payload={"role": "admin"})
+        else:
+            if user.role != "admin":
+                _record(user, "user_role_changed", "updated", actor=None,
+                        changes={"role": {"before": user.role, "after": "admin"}})
+            user.role = "admin"
+            if password:
+                user.set_password(password)
     return user

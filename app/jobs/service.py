@@ -21,12 +21,13 @@ from flask import current_app
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from app import tasks
 from app.errors import Conflict, NotFound, RateLimited
 from app.extensions import db
+from app.jobs.types import validate_params
 from app.models import Episode, Job, User, utcnow
 from app.services import events
-from app.services.job_types import validate_params
-from app.services.transaction import on_commit
+from app.services.transaction import atomic, on_commit
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,7 @@ def enqueue_after_commit(job_id: int, *, countdown: float | None = None) -> None
 
     If the broker is down the job stays queued and the stale-job sweep re-sends it.
     """
-
     def send() -> None:
-        from app import tasks
-
         tasks.enqueue("workers.jobs.run_job", job_id, countdown=countdown)
 
     on_commit(db.session(), send)
@@ -149,57 +147,57 @@ def create_job(actor: User, data: dict[str, Any]) -> Job:
     error path pays for the look). Returns the job as a ``Job`` outside the session,
     holding every column just written (all the response needs).
     """
-    spec, params = validate_params(data["type"], data.get("params"))
-    _check_queue_cap(actor.id)
-    now = utcnow()
-    job = Job(type=spec.name, episode_id=data["episode_id"], params=params, status="queued",
-              progress=0, result=None, error=None, retry_count=0, max_retries=spec.max_retries,
-              cancel_requested=False, started_at=None, finished_at=None, created_by=actor.id,
-              created_at=now, updated_at=now)
-    try:
-        # ``result`` left out: SQL NULL, where an explicit None would store JSON null.
-        job.id = db.session.execute(_INSERT_JOB, {
-            c.key: getattr(job, c.key) for c in _JOBS.c if c.key not in ("id", "result")
-        }).scalar_one()
-    except IntegrityError:
-        db.session.rollback()
-        if db.session.scalar(select(Episode.id).where(Episode.id == data["episode_id"])) is None:
-            raise NotFound("Episode not found") from None
-        raise
-    _record(job, "job_created", "created", actor)
-    enqueue_after_commit(job.id)
-    db.session.commit()
+    with atomic():
+        spec, params = validate_params(data["type"], data.get("params"))
+        _check_queue_cap(actor.id)
+        now = utcnow()
+        job = Job(type=spec.name, episode_id=data["episode_id"], params=params, status="queued",
+                  progress=0, result=None, error=None, retry_count=0, max_retries=spec.max_retries,
+                  cancel_requested=False, started_at=None, finished_at=None, created_by=actor.id,
+                  created_at=now, updated_at=now)
+        try:
+            # ``result`` left out: SQL NULL, where an explicit None would store JSON null.
+            job.id = db.session.execute(_INSERT_JOB, {
+                c.key: getattr(job, c.key) for c in _JOBS.c if c.key not in ("id", "result")
+            }).scalar_one()
+        except IntegrityError:
+            db.session.rollback()
+            if db.session.scalar(select(Episode.id).where(Episode.id == data["episode_id"])) is None:
+                raise NotFound("Episode not found") from None
+            raise
+        _record(job, "job_created", "created", actor)
+        enqueue_after_commit(job.id)
     return job
 
 
 def retry_job(actor: User, job_id: int) -> Job:
     """Manual retry of a failed or cancelled job: back to queued, counters reset."""
-    job = get_job(job_id)
-    status = job.status
-    if status in ("failed", "cancelled") and job.created_by is not None:
-        _check_queue_cap(job.created_by)  # back to queued: it counts against its creator
-    if status not in ("failed", "cancelled") or not _cas(
-        job.id, {"status": status}, status="queued", progress=0, error=None, result=None,
-        cancel_requested=False, started_at=None, finished_at=None, retry_count=0,
-    ):
-        db.session.rollback()
-        raise Conflict(f"A {get_job(job_id).status} job cannot be retried")
-    _record(job, "job_retried", "retried", actor, retry_count=0)
-    enqueue_after_commit(job.id)
-    db.session.commit()
+    with atomic():
+        job = get_job(job_id)
+        status = job.status
+        if status in ("failed", "cancelled") and job.created_by is not None:
+            _check_queue_cap(job.created_by)  # back to queued: it counts against its creator
+        if status not in ("failed", "cancelled") or not _cas(
+            job.id, {"status": status}, status="queued", progress=0, error=None, result=None,
+            cancel_requested=False, started_at=None, finished_at=None, retry_count=0,
+        ):
+            db.session.rollback()
+            raise Conflict(f"A {get_job(job_id).status} job cannot be retried")
+        _record(job, "job_retried", "retried", actor, retry_count=0)
+        enqueue_after_commit(job.id)
     db.session.refresh(job)
     return job
 
 
 def cancel_job(actor: User, job_id: int) -> Job:
     """A queued job is cancelled at once; a running one stops at its next checkpoint."""
-    job = get_job(job_id)
-    if _cas(job.id, {"status": "queued"}, status="cancelled", finished_at=utcnow()):
-        _record(job, "job_cancelled", "cancelled", actor)
-    elif not _cas(job.id, {"status": "running"}, cancel_requested=True):
-        db.session.rollback()
-        raise Conflict(f"A {get_job(job_id).status} job cannot be cancelled")
-    db.session.commit()
+    with atomic():
+        job = get_job(job_id)
+        if _cas(job.id, {"status": "queued"}, status="cancelled", finished_at=utcnow()):
+            _record(job, "job_cancelled", "cancelled", actor)
+        elif not _cas(job.id, {"status": "running"}, cancel_requested=True):
+            db.session.rollback()
+            raise Conflict(f"A {get_job(job_id).status} job cannot be cancelled")
     db.session.refresh(job)
     return job
 
@@ -221,16 +219,16 @@ def claim_job(job_id: int) -> Attempt | None:
     A cancelled, finished or already running job is left alone, so a duplicate or stale
     message never runs a job twice.
     """
-    started_at = utcnow()
-    row = db.session.execute(_CLAIM, {"job_id": job_id, "now": started_at}).first()
-    if row is None:
-        db.session.rollback()
-        return None
-    attempt = Attempt(job_id, row.episode_id, row.type, row.created_by, dict(row.params or {}),
-                      row.retry_count, row.max_retries, started_at)
-    _record(attempt, "job_started", "started", None, retry_count=row.retry_count)
-    db.session.commit()
-    return attempt
+    with atomic():
+        started_at = utcnow()
+        row = db.session.execute(_CLAIM, {"job_id": job_id, "now": started_at}).first()
+        if row is None:
+            db.session.rollback()
+            return None
+        attempt = Attempt(job_id, row.episode_id, row.type, row.created_by, dict(row.params or {}),
+                          row.retry_count, row.max_retries, started_at)
+        _record(attempt, "job_started", "started", None, retry_count=row.retry_count)
+        return attempt
 
 
 def _owned(attempt: Attempt) -> dict:

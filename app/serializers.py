@@ -1,7 +1,11 @@
-"""Plain-dict views of rows, shared by the REST API, events and Socket.IO payloads."""
+"""Plain-dict views of rows (the API edge's ``*_dict``), also used in event payloads.
+
+Below the services (it reads only models), so a service may put a row's dict in an event
+and a view may answer with it; the services themselves no longer define any.
+"""
 from __future__ import annotations
 
-from app.models import Episode, File, Job, User, isoformat
+from app.models import ActivityLog, Episode, File, Job, User, isoformat
 
 
 def user_dict(user: User) -> dict:
@@ -63,4 +67,30 @@ def file_dict(file: File) -> dict:
         "uploaded_by": file.uploaded_by,
         "created_at": isoformat(file.created_at),
         "updated_at": isoformat(file.updated_at),
+    }
+
+
+def activity_dict(row: ActivityLog, users: dict[int, User] | None = None, *,
+                  show_client: bool = False) -> dict:
+    """An activity row as the API shows it.
+
+    ``show_client`` (admins only) fills ``ip_address`` and ``user_agent``; for everyone
+    else they are null: where a person works from is personal data, not team activity.
+    """
+    user = (users or {}).get(row.user_id) if row.user_id else None
+    return {
+        "id": row.id,
+        "event_id": row.event_id,
+        "user_id": row.user_id,
+        "user": {"id": user.id, "name": user.name} if user else None,
+        "action": row.action,
+        "resource_type": row.resource_type,
+        "resource_id": row.resource_id,
+        "resource_name": row.resource_name,
+        "description": row.description,
+        "changes": row.changes,
+        "metadata": row.meta or {},
+        "ip_address": row.ip_address if show_client else None,
+        "user_agent": row.user_agent if show_client else None,
+        "created_at": isoformat(row.created_at),
     }
