@@ -15,9 +15,9 @@ from app.errors import NotFound
 from app.extensions import db
 from app.models import Notification, User, utcnow
 from app.models.notifications import PRIORITIES
-from app.realtime.emit import FEED, emit_to, envelope, user_room
+from app.services import events
+from app.services.notifications.push import user_event
 from app.services.notifications.sql import MAX_ID, due
-from app.services.transaction import on_commit
 
 
 def inbox_query(user: User, *, unread: bool = False, type: str | None = None,
@@ -75,10 +75,9 @@ def get_notification(user: User, notification_id: int) -> Notification:
     return row
 
 
-def _emit_read_after_commit(user_id: int, data: dict) -> None:
-    """``notification_read`` to every tab of the user, once the change is durable."""
-    payload = envelope("notification_read", data, event_id=None, actor=None)
-    on_commit(db.session(), lambda: emit_to([(FEED, user_room(user_id))], "notification_read", payload))
+def _record_read(user_id: int, data: dict) -> None:
+    """``notification_read`` to every tab of the user, through the outbox with the change."""
+    events.record_many([user_event("notification_read", user_id, data)])
 
 
 def mark_read(user: User, notification_id: int) -> Notification:
@@ -87,7 +86,7 @@ def mark_read(user: User, notification_id: int) -> Notification:
     if row.read_at is None:
         row.read_at = utcnow()
         db.session.flush()
-        _emit_read_after_commit(user.id, _read_event(user.id, ids=[row.id]))
+        _record_read(user.id, _read_event(user.id, ids=[row.id]))
     db.session.commit()
     return row
 
@@ -102,7 +101,7 @@ def mark_all_read(user: User) -> dict:
         .execution_options(synchronize_session=False))
     data = _read_event(user.id, all=True)
     if result.rowcount:
-        _emit_read_after_commit(user.id, data)
+        _record_read(user.id, data)
     db.session.commit()
     return {"updated": result.rowcount, "unread_count": data["unread_count"],
             "unread_capped": data["unread_capped"]}
@@ -115,7 +114,7 @@ def delete_notification(user: User, notification_id: int) -> None:
     db.session.delete(row)
     db.session.flush()
     if was_unread:
-        _emit_read_after_commit(user.id, _read_event(user.id, ids=[notification_id], deleted=True))
+        _record_read(user.id, _read_event(user.id, ids=[notification_id], deleted=True))
     db.session.commit()
 
 

@@ -75,7 +75,9 @@ def send(actor: User, *, type: str, title: str, message: str = "", data: dict | 
 def alert_admins(message: str, details: dict) -> None:
     """Delivery alert hook: an ``admin:alert`` (critical) to every active admin, pushed now.
 
-    It does not go through the outbox: it reports that the outbox itself is stuck.
+    The rows are written here, not fanned out from a domain event: the alert reports that
+    an event is stuck. Their pushes go through the outbox like every push (a stuck event is
+    retried apart from the others, so the outbox keeps flowing).
     """
     admins = recipients({"role": "admin"})
     if not admins:
