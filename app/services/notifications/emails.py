@@ -14,6 +14,7 @@ from app.services import mail
 from app.services.notifications import decisions
 from app.services.notifications.preferences import DIGEST_PERIODS
 from app.services.notifications.sql import due
+from app.services.transaction import atomic
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,10 @@ def send_digests(*, now: datetime | None = None) -> int:
                         or_(NotificationPreference.last_digest_at.is_(None),
                             NotificationPreference.last_digest_at <= now - period))
                  .values(last_digest_at=now).execution_options(synchronize_session=False))
-        if db.session.execute(claim).rowcount != 1:
-            db.session.rollback()
+        with atomic():
+            claimed = db.session.execute(claim).rowcount == 1
+        if not claimed:
             continue
-        db.session.commit()
         pending = and_(Notification.user_id == pref.user_id, Notification.digest_pending.is_(True))
         visible_unread = and_(pending, Notification.read_at.is_(None), due(now))
         items = list(db.session.scalars(select(Notification).where(visible_unread)
@@ -113,21 +114,25 @@ def send_digests(*, now: datetime | None = None) -> int:
         try:
             if items and user is not None and user.is_active:
                 mailed = mail.send([_digest_mail(user, items, total)])
-        except Exception:
+        except Exception as exc:
             db.session.rollback()
+            decisions.note(pref.user_id, None, decisions.EMAIL_FAILED, f"digest: {type(exc).__name__}")
             _set_last_digest(pref.id, previous)  # the SMTP server is away: try next time
             raise
-        if not mailed:  # nothing left worth mailing: the period runs from the last real digest
+        if mailed:
+            decisions.note(pref.user_id, None, decisions.DIGEST_SENT, pref.digest_frequency,
+                           items=[item.id for item in items], total=total)
+        else:  # nothing left worth mailing: the period runs from the last real digest
             _set_last_digest(pref.id, previous)
-        db.session.execute(update(Notification).where(pending, Notification.id <= max_id)
-                           .values(digest_pending=False)
-                           .execution_options(synchronize_session=False))
-        db.session.commit()
+        with atomic():
+            db.session.execute(update(Notification).where(pending, Notification.id <= max_id)
+                               .values(digest_pending=False)
+                               .execution_options(synchronize_session=False))
         sent += mailed
     return sent
 
 
 def _set_last_digest(pref_id: int, value: datetime | None) -> None:
-    db.session.execute(update(NotificationPreference).where(NotificationPreference.id == pref_id)
-                       .values(last_digest_at=value).execution_options(synchronize_session=False))
-    db.session.commit()
+    with atomic():
+        db.session.execute(update(NotificationPreference).where(NotificationPreference.id == pref_id)
+                           .values(last_digest_at=value).execution_options(synchronize_session=False))

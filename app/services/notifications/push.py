@@ -22,6 +22,7 @@ from app.services.notifications.fanout import RULE_EVENTS
 from app.services.notifications.policy import Decision, rate_positions, should_notify
 from app.services.notifications.preferences import load_prefs
 from app.services.notifications.sql import due, id_in
+from app.services.transaction import atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,16 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
     and the outbox emits them (in id order, replayable to a reconnecting client) like every
     other event.
     """
-    now = now or utcnow()
+    with atomic():
+        result = _claim_and_decide(condition, now or utcnow(), limit, actors)
+    if result.emailed and mail.enabled():
+        enqueue_emails(result.emailed)
+    return result
+
+
+def _claim_and_decide(condition: ColumnElement[bool], now: datetime, limit: int | None,
+                      actors: Mapping[int, dict] | None) -> DispatchResult:
+    """:func:`dispatch`'s work inside its unit: claim, decide, record the pushes."""
     table = Notification.__table__
     candidates = (select(Notification.id)
                   .where(condition, Notification.delivered_at.is_(None), due(now))
@@ -69,7 +79,6 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
     rows = sorted(db.session.execute(claim), key=lambda r: r.id)
     result = DispatchResult(claimed=len(rows))
     if not rows:
-        db.session.commit()
         return result
     prefs = load_prefs(r.user_id for r in rows)
     limit_per_hour = current_app.config["NOTIFICATION_RATE_LIMIT_PER_HOUR"]
@@ -99,9 +108,6 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
     for held in id_in(Notification.id, result.held):
         db.session.execute(update(Notification).where(held).values(digest_pending=True)
                            .execution_options(synchronize_session=False))
-    db.session.commit()
-    if result.emailed and mail.enabled():
-        enqueue_emails(result.emailed)
     return result
 
 
