@@ -115,14 +115,14 @@ def _notes(row: Any, decision: Decision, channels: Sequence[str],
            position: int) -> list[decisions.Note]:
     """What :func:`dispatch` decided for one row, as the decisions it records."""
     base = {"notification_id": row.id, "type": row.type, "priority": row.priority}
-    notes = [decisions.Note(row.user_id, row.event_id, "channels", "preference",
+    notes = [decisions.Note(row.user_id, row.event_id, decisions.CHANNELS, "preference",
                             {**base, "channels": list(channels), "rate_position": position})]
     if decision.reason in (decisions.QUIET_HOURS, decisions.RATE_LIMITED):
         notes.append(decisions.Note(row.user_id, row.event_id, decision.reason, decision.reason, base))
     if decision.push:
         notes.append(decisions.Note(row.user_id, row.event_id, decisions.PUSHED, decision.reason, base))
     if decision.email:
-        notes.append(decisions.Note(row.user_id, row.event_id, "email_queued", decision.reason, base))
+        notes.append(decisions.Note(row.user_id, row.event_id, decisions.EMAIL_QUEUED, decision.reason, base))
     if decision.digest:
         notes.append(decisions.Note(row.user_id, row.event_id, decisions.DIGEST, decision.reason, base))
     elif not decision.push and not decision.email:
@@ -171,7 +171,7 @@ def _actors_of(event_ids: set[int]) -> dict[int, dict]:
     return {eid: {"id": uid, "name": name} for eid, uid, name in db.session.execute(query)}
 
 
-def push_for_events(events: Sequence[DomainEvent]) -> int:
+def push_for_events(batch: Sequence[DomainEvent]) -> int:
     """Delivery step (after the commit that stored the rows): dispatch the rows of these events.
 
     The straight line: ``fanout.create_for_events`` stored the rows in the delivery
@@ -182,7 +182,7 @@ def push_for_events(events: Sequence[DomainEvent]) -> int:
     pushes to 10,000 users run in parallel. Should the broker refuse a range, it is done
     here; should a range task be lost, the beat sweep (:func:`deliver_due`) picks it up.
     """
-    rule_events = [event for event in events if event.name in RULE_EVENTS]
+    rule_events = [event for event in batch if event.name in RULE_EVENTS]
     if not rule_events:
         return 0
     condition = Notification.event_id.in_([event.id for event in rule_events])
