@@ -53,6 +53,14 @@ def _flow(app, client, admin, editor) -> None:
                            headers=editor.headers).status_code == 200
     assert client.post(f"{API}/notifications", headers=admin.headers, json={
         "user_ids": [editor.id], "title": "Hello", "type": "episode:updated"}).status_code == 202
+    assert client.post(f"{API}/notifications/read-all", headers=editor.headers).status_code == 200
+    r = client.post(f"{API}/auth/register", json={
+        "email": "schemas@example.com", "password": "password123", "name": "Schemas"})
+    assert r.status_code == 201, r.json
+    newcomer = r.json["user"]["id"]
+    for change in ({"role": "editor"}, {"is_active": False}, {"is_active": True}):
+        assert client.patch(f"{API}/users/{newcomer}", headers=admin.headers,
+                            json=change).status_code == 200
     assert client.post(f"{API}/realtime/broadcast", headers=admin.headers, json={
         "namespace": "/feed", "event": "maintenance", "data": {"at": "noon"}}).status_code == 202
     with app.app_context():
@@ -68,9 +76,13 @@ def _flow(app, client, admin, editor) -> None:
 # the callers are checked instead (``WRAPPERS``), or the name is the client's choice.
 FORWARDING = {
     ("app/jobs/service.py", "_record"),  # _record(job, "job_...", ...): checked as a wrapper
-    ("app/services/files.py", "store_file"),  # event_name="file_uploaded" by default
-    ("app/api/realtime.py", "broadcast"),  # POST /realtime/broadcast: BY_RESOURCE_TYPE
+    ("app/services/files.py", "add_file"),  # event_name="file_uploaded" by default
+    ("app/services/events.py", "broadcast"),  # POST /realtime/broadcast: BY_RESOURCE_TYPE
+    ("app/services/events.py", "record_change"),  # record() with an episode's or file's columns
+    ("app/services/users.py", "_record"),  # _record(user, "user_...", ...): checked as a wrapper
 }
+# The functions that record: ``record`` itself and ``record_change`` (name first, payload=).
+RECORDERS = ("record", "record_change")
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -188,7 +200,7 @@ def _sites() -> list[tuple[str, int, str | None, set[str], bool]]:
             fn = owner.get(call)
             callee = _callee(call)
             where = f"{path}:{call.lineno}"
-            if callee == "record" and call.args:
+            if callee in RECORDERS and call.args:
                 name_node = call.args[0]
                 if (path, fn.name if fn else None) in FORWARDING:
                     continue
@@ -203,9 +215,27 @@ def _sites() -> list[tuple[str, int, str | None, set[str], bool]]:
                 name = call.args[1].value if isinstance(call.args[1], ast.Constant) else None
                 keys = job_keys | {k.arg for k in call.keywords if k.arg}
                 sites.append((where, call.lineno, name, keys, False))
-            elif callee == "store_file":
-                name_node = _argument(files_functions["store_file"], call, "event_name")
-                extra = _argument(files_functions["store_file"], call, "extra_payload")
+            elif callee == "_record" and path == "app/services/users.py" and fn and \
+                    fn.name != "_record":
+                named = call.args[1]  # a name, or one of two: "a" if cond else "b"
+                names = [named.body, named.orelse] if isinstance(named, ast.IfExp) else [named]
+                payload = next((k.value for k in call.keywords if k.arg == "payload"), None)
+                keys, open_ended = (_dict_keys(payload, fn, functions) if payload is not None
+                                    else (set(), False))
+                for node in names:
+                    name = node.value if isinstance(node, ast.Constant) else None
+                    sites.append((where, call.lineno, name, keys | {"user_id"}, open_ended))
+            elif callee == "user_event" and call.args and isinstance(call.args[0], ast.Constant):
+                builder = _functions(modules["app/services/notifications/push.py"])["user_event"]
+                spec = next(n.value for n in ast.walk(builder) if isinstance(n, ast.Return))
+                payload = next(v for k, v in zip(spec.keys, spec.values, strict=True)
+                               if isinstance(k, ast.Constant) and k.value == "payload")
+                keys, open_ended = _dict_keys(payload, builder, {})
+                sites.append((where, call.lineno, call.args[0].value, keys, open_ended))
+            elif callee in ("store_file", "add_file") and not (
+                    path == "app/services/files.py" and fn and fn.name == "store_file"):
+                name_node = _argument(files_functions["add_file"], call, "event_name")
+                extra = _argument(files_functions["add_file"], call, "extra_payload")
                 keys, open_ended = _dict_keys(ast.parse(
                     "_file_payload(file, 'uploaded_by', actor)", mode="eval").body, None,
                     files_functions)
@@ -244,7 +274,7 @@ def test_forwarding_sites_are_the_declared_ones():
     for path, tree in modules.items():
         owner = _innermost(tree)
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
-            if _callee(call) == "record" and call.args:
+            if _callee(call) in RECORDERS and call.args:
                 name = call.args[0]
                 if not (isinstance(name, ast.Constant) or getattr(name, "id", None) in constants):
                     forwarding.add((path, owner[call].name))

@@ -21,6 +21,7 @@ NUMBER = (int, float)
 JOB = {"job_id": int, "episode_id": int, "type": str, "created_by": (int, None)}
 # Every file event carries these plus the acting user's id under a verb (``_file_payload``).
 FILE = {"file_id": int, "episode_id": int, "file_name": str, "size": int}
+PUSH = {"_rooms": list, "data": dict, "_actor": (dict, None), "_timestamp?": str}
 EPISODE = {"episode_id": int, "title": str, "created_by": (int, None)}
 
 SCHEMAS: dict[str, dict[Any, Any]] = {
@@ -46,6 +47,15 @@ SCHEMAS: dict[str, dict[Any, Any]] = {
                           "title": str, "message": OPT_STR, "data": dict, "priority": str,
                           "deliver_at": OPT_STR, "expires_at": OPT_STR, "recipients": int},
     "admin_alert": {"message": str, ...: object},
+    # Accounts (app/services/users.py ``_record``): the change itself is in ``changes``.
+    "user_registered": {"user_id": int, "role": str},
+    "user_role_changed": {"user_id": int},
+    "user_deactivated": {"user_id": int},
+    "user_reactivated": {"user_id": int},
+    # Real-time only, one user's /feed room (notifications ``push.user_event``): the envelope
+    # is prepared at record time so neither the emit nor a replay reads a row.
+    "notification": PUSH,
+    "notification_read": PUSH,
 }
 
 # Events whose name the caller chooses (``POST /realtime/broadcast``), by resource type.
