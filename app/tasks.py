@@ -82,6 +82,9 @@ def _make_celery(app: Flask, *, set_as_current: bool = True) -> Celery:
 
 def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app bound to ``app``; tasks reach it through ``shared_task``."""
+    from app import logs
+
+    logs.install_celery_signals()
     celery_app = _make_celery(app)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
