@@ -135,6 +135,11 @@ def init_request_ids(app: Flask) -> None:
             response.headers[HEADER] = request_id
         return response
 
+    @app.teardown_request
+    def _forget_request_context(_exc: BaseException | None) -> None:
+        # A reused thread (or the test client) must not lend this request's ids to the next.
+        log_context.set({})
+
 
 def install_celery_signals() -> None:
     """Carry the context in task headers and restore it around each task (once per process)."""
