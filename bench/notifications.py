@@ -163,6 +163,7 @@ def main() -> None:
     from flask_migrate import upgrade
 
     from app import create_app
+    from app.api.notifications import notification_dict
     from app.extensions import db
     from app.models import Notification, User, utcnow
     from app.pagination import paginate
@@ -241,7 +242,7 @@ def main() -> None:
 
         def first_page(unread: bool = False):
             paginate(service.inbox_query(owner, unread=unread), Notification.id,
-                     service.notification_dict, cursor=None, limit=20)
+                     notification_dict, cursor=None, limit=20)
             db.session.rollback()
 
         def exact():

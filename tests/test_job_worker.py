@@ -169,7 +169,7 @@ def test_always_failing_job_ends_failed_and_its_creator_is_notified(live, client
         assert "noop failing on purpose" in final["error"]
         _, name, payload = job_event_rows(live, job["id"])[-1]
         assert name == "job_failed" and payload["retries_exhausted"] is True
-        if (ROOT / "app" / "services" / "notification_rules.py").exists():
+        if (ROOT / "app" / "services" / "notifications" / "rules.py").exists():
             # The notifications layer turns job_failed into a notification for the creator.
             def notified():
                 r = client.get("/api/v1/notifications?type=job:failed", headers=editor.headers)

@@ -1,6 +1,7 @@
 """The rules table, the templates and should_notify: the decisions, one by one."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime, time
 
@@ -9,9 +10,8 @@ import pytest
 from app.extensions import db
 from app.models import DomainEvent, Episode, User
 from app.models.notifications import PRIORITIES
-from app.services import notification_rules as rules
 from app.services import notifications as service
-from app.services.notifications import Prefs, in_quiet_hours, should_notify
+from app.services.notifications import Prefs, in_quiet_hours, rules, should_notify
 
 NOON_UTC = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -103,13 +103,14 @@ def test_rendering_is_safe():
     title, _ = service.render("episode:created", {"episode_title": "{actor_name.__class__}",
                                                   "actor_name": "Ada"}, strict=True)
     assert title == "New episode: {actor_name.__class__}"
-    original = service.TEMPLATES["admin:alert"]
-    service.TEMPLATES["admin:alert"] = ("{message.__class__}", "x")
+    original = service.CATALOG["admin:alert"]
+    service.CATALOG["admin:alert"] = dataclasses.replace(original, title="{message.__class__}",
+                                                         body="x")
     try:
         with pytest.raises(service.TemplateError):
             service.render("admin:alert", {"message": "m"})
     finally:
-        service.TEMPLATES["admin:alert"] = original
+        service.CATALOG["admin:alert"] = original
     assert len(service.render("admin:alert", {"message": "x" * 1000})[0]) <= 255
 
 

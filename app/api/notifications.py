@@ -16,11 +16,31 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.api.schemas import ListQuerySchema, StrictSchema
 from app.auth import role_required
-from app.models import Notification
+from app.models import Notification, NotificationPreference, isoformat
 from app.models.core import ROLES
 from app.models.notifications import PRIORITIES
 from app.pagination import paginate
 from app.services import notifications as service
+
+# A notification as the REST API returns it is exactly the ``notification`` push's data
+# (the contract: "a new notification, as GET /notifications/<id> returns it").
+notification_dict = service.notification_payload
+
+
+def preferences_dict(row: NotificationPreference | None) -> dict:
+    """The caller's preferences with defaults filled in (every type's channels)."""
+    prefs = service.Prefs.from_row(row)
+    quiet = None
+    if row is not None and row.quiet_hours_start and row.quiet_hours_end:
+        quiet = {"start": row.quiet_hours_start, "end": row.quiet_hours_end}
+    return {
+        "muted_types": sorted(prefs.muted_types),
+        "channels": {t: list(prefs.channels_for(t)) for t in service.TYPES},
+        "quiet_hours": quiet,
+        "timezone": prefs.timezone,
+        "digest_frequency": prefs.digest_frequency,
+        "last_digest_at": isoformat(row.last_digest_at) if row is not None else None,
+    }
 
 blp = Blueprint("notifications", __name__, description="Notifications")
 
@@ -105,7 +125,7 @@ def list_notifications(args):
     """The caller's notifications, newest first; ?unread=true&type=&priority=."""
     query = service.inbox_query(current_user, unread=args["unread"], type=args.get("type"),
                                 priority=args.get("priority"))
-    return jsonify(paginate(query, Notification.id, service.notification_dict,
+    return jsonify(paginate(query, Notification.id, notification_dict,
                             cursor=args["cursor"], limit=args["limit"]))
 
 
@@ -127,7 +147,7 @@ def stats():
 @jwt_required()
 def get_preferences():
     """Muted types, channels per type, quiet hours, time zone, digest frequency."""
-    return jsonify(service.get_preferences(current_user))
+    return jsonify(preferences_dict(service.get_preferences(current_user)))
 
 
 @blp.route("/notifications/preferences", methods=["PUT"])
@@ -135,7 +155,7 @@ def get_preferences():
 @blp.arguments(PreferencesSchema)
 def put_preferences(data):
     """Change the preferences given; fields left out keep their value."""
-    return jsonify(service.update_preferences(current_user, data))
+    return jsonify(preferences_dict(service.update_preferences(current_user, data)))
 
 
 @blp.route("/notifications/read-all", methods=["POST"])
@@ -149,7 +169,7 @@ def read_all():
 @jwt_required()
 def get_notification(notification_id: int):
     """One of the caller's notifications (404 for anyone else's)."""
-    return jsonify(service.notification_dict(service.get_notification(current_user, notification_id)))
+    return jsonify(notification_dict(service.get_notification(current_user, notification_id)))
 
 
 @blp.route("/notifications/<int:notification_id>", methods=["DELETE"])
@@ -164,7 +184,7 @@ def delete_notification(notification_id: int):
 @jwt_required()
 def mark_read(notification_id: int):
     """Mark one notification read; tabs hear notification_read with the new count."""
-    return jsonify(service.notification_dict(service.mark_read(current_user, notification_id)))
+    return jsonify(notification_dict(service.mark_read(current_user, notification_id)))
 
 
 @blp.route("/notifications", methods=["POST"])

@@ -1,7 +1,7 @@
 """Which domain events notify whom: one table, read top to bottom.
 
 Each :class:`Rule` says: when event ``event`` (and ``when`` holds), send a notification of
-``type`` to ``audience`` with ``priority``; its template (``notifications.TEMPLATES``) is
+``type`` to ``audience`` with ``priority``; its template (the ``catalog``) is
 filled from ``variables``. Two conventions keep the table short:
 
 - The actor never hears about their own action (``exclude_actor``), except for job rules:
@@ -28,6 +28,7 @@ from sqlalchemy import func, or_, select
 from app.extensions import db
 from app.models import DomainEvent, Episode, User
 from app.services.batch import batch_cache, row_by_id
+from app.services.notifications import decisions
 
 MAX_MENTIONS = 50
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9._-]{0,119})")
@@ -226,17 +227,33 @@ def plan(event: DomainEvent, rules: Iterable[Rule] = RULES) -> list[Planned]:
     data = {"event": event.name,
             **{k: facts.payload[k] for k in DATA_KEYS if facts.payload.get(k) is not None}}
     planned: dict[int, Planned] = {}
-    for rule in rules:
-        if rule.event != event.name or not rule.when(facts):
+    notes: list[decisions.Note] = []
+    for index, rule in enumerate(rules):
+        if rule.event != event.name:
             continue
-        recipients = [uid for uid in dict.fromkeys(rule.audience(facts))
-                      if uid not in planned
-                      and not (rule.exclude_actor and uid == event.actor_id)]
+        which = {"rule": index, "type": rule.type}
+        if not rule.when(facts):
+            notes.append(decisions.Note(None, event.id, decisions.RULE_SKIPPED,
+                                        f"condition {rule.when.__name__}", which))
+            continue
+        recipients = []
+        for uid in dict.fromkeys(rule.audience(facts)):
+            if uid in planned:
+                notes.append(decisions.Note(uid, event.id, decisions.RULE_SKIPPED,
+                                            "an earlier rule matched", which))
+            elif rule.exclude_actor and uid == event.actor_id:
+                notes.append(decisions.Note(uid, event.id, decisions.RULE_SKIPPED,
+                                            "the actor", which))
+            else:
+                recipients.append(uid)
         if not recipients:
             continue
         variables = rule.variables(facts)
         for uid in recipients:
             planned[uid] = Planned(uid, rule.type, rule.priority, variables, data)
+            notes.append(decisions.Note(uid, event.id, decisions.RULE_MATCHED,
+                                        f"audience {rule.audience.__name__}", which))
+    decisions.note_many(notes)
     return list(planned.values())
 
 

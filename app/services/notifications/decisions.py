@@ -1,0 +1,53 @@
+"""The choke point every notification decision passes through, with its reason.
+
+Why one place: "why did (or didn't) Ada get told about event 42?" is answered by reading
+what passed here: which rule matched or not, muted by preference, quiet hours, rate
+limit, digest, channels, pushed, emailed or failed. Today it logs at debug; a timeline
+table and a metrics counter hang off :func:`note_many` without touching the callers.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
+
+# Outcomes (the reason says which rule, preference or limit).
+RULE_MATCHED = "rule_matched"
+RULE_SKIPPED = "rule_skipped"      # the rule's condition, the actor, or an earlier rule
+MUTED = "muted"                    # preference: type muted or no channel; not stored
+CREATED = "created"                # stored in the inbox
+PUSHED = "pushed"                  # live to the user's /feed room
+QUIET_HOURS = "quiet_hours"        # held back, not pushed
+RATE_LIMITED = "rate_limited"      # held back, not pushed
+DIGEST = "digest"                  # listed in the next digest email
+EMAILED = "emailed"
+EMAIL_FAILED = "email_failed"
+DIGEST_SENT = "digest_sent"
+DROPPED = "dropped"                # decided, with nothing to do (no channel now)
+
+
+class Note(NamedTuple):
+    """One decision about one user (None: about the event as a whole) and one event."""
+
+    user_id: int | None
+    event_id: int | None
+    outcome: str
+    reason: str
+    details: dict[str, Any]
+
+
+def note(user_id: int | None, event_id: int | None, outcome: str, reason: str = "",
+         **details: Any) -> None:
+    """Record one decision (see :func:`note_many`)."""
+    note_many([Note(user_id, event_id, outcome, reason, details)])
+
+
+def note_many(notes: Iterable[Note]) -> None:
+    """Record decisions, many at once (a broadcast decides for thousands of users)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for item in notes:
+        log.debug("notification decision user=%s event=%s %s (%s) %s", item.user_id,
+                  item.event_id, item.outcome, item.reason, item.details)
