@@ -116,6 +116,9 @@ class Config:
     # request, user, event and task ids); the root level.
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+    # The admin delivery timeline (app/services/timeline.py): delivery steps and notification
+    # decisions written with each batch, deleted with their events (EVENT_RETENTION_DAYS).
+    DELIVERY_TIMELINE = _bool("DELIVERY_TIMELINE", True)
 
     # Event pipeline and maintenance.
     EVENT_REDELIVERY_GRACE_SECONDS = _int("EVENT_REDELIVERY_GRACE_SECONDS", 60)

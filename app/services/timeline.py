@@ -3,30 +3,25 @@ notification decision with its reason, for admins answering "why didn't I get th
 
 Writes are cheap by design: the delivery code hands a whole batch's steps to
 :func:`record_steps` (one executemany INSERT in the delivery transaction, so a rolled-back
-batch leaves no steps behind), and every notification decision goes through
-:func:`note_decisions` (one INSERT per batch of decisions). The rows live as long as their
+batch leaves no steps behind), and every notification decision reaches
+:func:`note_decisions` through the notifications package's choke point
+(``decisions.note_many``: one INSERT per batch of decisions). ``DELIVERY_TIMELINE=0``
+turns the recording off. The rows live as long as their
 event: ``delivery.purge_delivered`` deletes them with it.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import delete, insert, or_, select
 
 from app.errors import NotFound
 from app.extensions import db
 from app.models import DomainEvent, Notification, isoformat, utcnow
 from app.models.timeline import DeliveryStep, NotificationDecision
-
-# Notification decisions (``decision``); ``reason`` says which rule or setting decided.
-CREATED = "created"            # an inbox row was written
-SKIPPED = "skipped"            # no row: not a recipient (rule did not match, actor, muted...)
-PUSHED = "pushed"              # live push sent
-HELD = "held"                  # no live push now: quiet hours, rate limit, scheduled
-DIGEST = "digest"              # folded into a digest
-EMAILED = "emailed"
-EMAIL_FAILED = "email_failed"
 
 
 def step(event_id: int, name: str, at: datetime | None = None, **detail: object) -> dict:
@@ -36,24 +31,24 @@ def step(event_id: int, name: str, at: datetime | None = None, **detail: object)
 
 def record_steps(rows: list[dict]) -> None:
     """Append a batch of delivery steps in the current transaction: one statement."""
-    if rows:
+    if rows and current_app.config.get("DELIVERY_TIMELINE", True):
         db.session.execute(insert(DeliveryStep), rows)
 
 
-def decision(user_id: int | None, event_id: int | None, decided: str, reason: str, *,
-             notification_id: int | None = None, **detail: object) -> dict:
-    """One notification decision row (for :func:`note_decisions`)."""
-    return {"user_id": user_id, "event_id": event_id, "notification_id": notification_id,
-            "decision": decided, "reason": reason[:255], "at": utcnow(), "detail": detail}
+def note_decisions(notes: Iterable[Any]) -> None:
+    """Append notification decisions in the current transaction: one statement per call.
 
-
-def note_decisions(rows: Iterable[dict]) -> None:
-    """Append notification decisions in the current transaction: one statement per batch.
-
-    The one function every decision point calls (the notifications package's choke point
-    can call it with what it collected).
+    Called by the notifications package's one choke point (``decisions.note_many``) with
+    its ``Note`` tuples (user_id, event_id, outcome, reason, details); a ``notification_id``
+    in the details gets its own indexed column.
     """
-    rows = list(rows)
+    if not has_app_context() or not current_app.config.get("DELIVERY_TIMELINE", True):
+        return  # (a rule evaluated in a unit test, outside any app: nothing to write to)
+    now = utcnow()
+    rows = [{"user_id": note.user_id, "event_id": note.event_id,
+             "notification_id": (note.details or {}).get("notification_id"),
+             "decision": note.outcome[:32], "reason": (note.reason or "")[:255], "at": now,
+             "detail": note.details or {}} for note in notes]
     if rows:
         db.session.execute(insert(NotificationDecision), rows)
 
@@ -131,9 +126,18 @@ def user_event_timeline(event_id: int, user_id: int) -> dict:
     notification_ids = [row.id for row in db.session.scalars(
         select(Notification).where(Notification.event_id == event_id,
                                    Notification.user_id == user_id))]
+    found = [_decision_json(row) for row in decisions]
+    if not any(row["user_id"] == user_id for row in found):
+        # Nothing was decided about this user: say why rather than answer with silence.
+        from app.services.notifications import RULE_EVENTS
+
+        reason = (f"no notification rule for {event.name}" if event.name not in RULE_EVENTS
+                  else "not in the audience of any rule that matched")
+        found.append({"decision": "not_a_recipient", "reason": reason, "at": None,
+                      "user_id": user_id, "event_id": event_id, "notification_id": None,
+                      "detail": {}})
     return {"event": _event_json(event), "user_id": user_id,
-            "notification_ids": notification_ids,
-            "decisions": [_decision_json(row) for row in decisions]}
+            "notification_ids": notification_ids, "decisions": found}
 
 
 def notification_timeline(notification_id: int) -> dict:

@@ -2,8 +2,10 @@
 
 Why one place: "why did (or didn't) Ada get told about event 42?" is answered by reading
 what passed here: which rule matched or not, muted by preference, quiet hours, rate
-limit, digest, channels, pushed, emailed or failed. Today it logs at debug; a timeline
-table and a metrics counter hang off :func:`note_many` without touching the callers.
+limit, digest, channels, pushed, emailed or failed. :func:`note_many` writes them to the
+delivery timeline (``notification_decisions``, one INSERT per call, in the caller's
+transaction: a rolled-back delivery leaves no decisions) and logs them at debug; a
+metrics counter hangs off it too without touching the callers.
 """
 from __future__ import annotations
 
@@ -46,6 +48,10 @@ def note(user_id: int | None, event_id: int | None, outcome: str, reason: str = 
 
 def note_many(notes: Iterable[Note]) -> None:
     """Record decisions, many at once (a broadcast decides for thousands of users)."""
+    from app.services import timeline
+
+    notes = list(notes)
+    timeline.note_decisions(notes)
     if not log.isEnabledFor(logging.DEBUG):
         return
     for item in notes:

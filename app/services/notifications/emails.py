@@ -43,11 +43,14 @@ def send_emails(ids: list[int]) -> int:
         sent = mail.send(mails)
     except Exception as exc:
         decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAIL_FAILED,
-                                           type(exc).__name__, {"notification_id": n.id})
+                                           type(exc).__name__, {"notification_id": n.id,
+                                                                "error": str(exc)[:500]})
                             for n in rows)
+        db.session.commit()  # the decisions are written in this (otherwise read-only) session
         raise
     decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAILED, "channel",
                                        {"notification_id": n.id}) for n in rows)
+    db.session.commit()
     return sent
 
 
@@ -119,6 +122,11 @@ def send_digests(*, now: datetime | None = None) -> int:
             raise
         if not mailed:  # nothing left worth mailing: the period runs from the last real digest
             _set_last_digest(pref.id, previous)
+        else:
+            decisions.note_many(decisions.Note(item.user_id, item.event_id, decisions.DIGEST_SENT,
+                                               pref.digest_frequency,
+                                               {"notification_id": item.id, "total": total})
+                                for item in items)
         db.session.execute(update(Notification).where(pending, Notification.id <= max_id)
                            .values(digest_pending=False)
                            .execution_options(synchronize_session=False))
