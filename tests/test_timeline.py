@@ -5,12 +5,14 @@ import json
 import logging
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from app import logs
 from app.extensions import db
 from app.models import DeliveryStep, DomainEvent, NotificationDecision, utcnow
 from app.services import delivery
+from tests.test_notifications import quiet_now, send, set_prefs, smtp  # noqa: F401 - a fixture
 
 
 def _latest_event(app, name: str) -> DomainEvent:
@@ -136,3 +138,79 @@ def test_the_timeline_endpoints_are_in_the_openapi_spec(client):
                  "/api/v1/events/{event_id}/timeline/users/{user_id}",
                  "/api/v1/notifications/{notification_id}/timeline"):
         assert "403" in paths[path]["get"]["responses"] and "404" in paths[path]["get"]["responses"]
+
+
+# ---- notification decisions (in process, eager worker) --------------------------------------
+
+
+def _notification_ids(app, user_id: int) -> list[int]:
+    from app.models import Notification
+
+    with app.app_context():
+        return list(db.session.scalars(select(Notification.id).where(Notification.user_id == user_id)
+                                       .order_by(Notification.id)))
+
+
+def _decisions(client, admin, notification_id: int) -> list[tuple[str, str]]:
+    body = client.get(f"/api/v1/notifications/{notification_id}/timeline", headers=admin.headers)
+    assert body.status_code == 200, body.json
+    return [(d["decision"], d["reason"]) for d in body.json["decisions"]]
+
+
+def test_a_muted_type_shows_why_the_user_got_nothing(app, client, admin, editor):
+    set_prefs(client, editor, muted_types=["user:mention"])
+    event_id = send(client, admin, user_ids=[editor.id], type="user:mention")["event_id"]
+    assert _notification_ids(app, editor.id) == []
+    body = client.get(f"/api/v1/events/{event_id}/timeline/users/{editor.id}",
+                      headers=admin.headers).json
+    assert body["notification_ids"] == []
+    assert ("muted", "preference") in [(d["decision"], d["reason"]) for d in body["decisions"]]
+    # Someone the event never concerned is told so, not answered with silence.
+    other = client.get(f"/api/v1/events/{event_id}/timeline/users/{admin.id}",
+                       headers=admin.headers).json["decisions"]
+    assert other[-1]["decision"] == "not_a_recipient"
+    assert client.get(f"/api/v1/events/{event_id}/timeline/users/999999",
+                      headers=admin.headers).status_code == 404
+
+
+@pytest.mark.usefixtures("smtp")
+def test_quiet_hours_then_the_digest_show_in_the_notification_timeline(app, client, admin, editor):
+    set_prefs(client, editor, quiet_hours=quiet_now("UTC"), digest_frequency="hourly")
+    send(client, admin, user_ids=[editor.id], type="user:mention", title="Hush")
+    [nid] = _notification_ids(app, editor.id)
+    with app.app_context():
+        from app.services import notifications
+
+        assert notifications.send_digests() == 1
+    decided = _decisions(client, admin, nid)
+    assert ("quiet_hours", "quiet_hours") in decided and ("digest", "quiet_hours") in decided
+    assert ("digest_sent", "hourly") in decided
+    assert not any(d == "pushed" for d, _ in decided)
+    assert client.get("/api/v1/notifications/999999/timeline", headers=admin.headers).status_code == 404
+    assert client.get(f"/api/v1/notifications/{nid}/timeline",
+                      headers=editor.headers).status_code == 403
+
+
+def test_a_rate_limited_burst_shows_the_limit_on_the_one_over_it(app, client, admin, editor):
+    app.config["NOTIFICATION_RATE_LIMIT_PER_HOUR"] = 3
+    set_prefs(client, editor, digest_frequency="hourly")
+    for n in range(4):
+        send(client, admin, user_ids=[editor.id], type="episode:updated", title=f"n{n}")
+    ids = _notification_ids(app, editor.id)
+    assert len(ids) == 4
+    assert ("pushed", "send") in _decisions(client, admin, ids[0])
+    last = _decisions(client, admin, ids[-1])
+    assert ("rate_limited", "rate_limited") in last and ("digest", "rate_limited") in last
+    assert not any(d == "pushed" for d, _ in last)
+
+
+def test_a_rule_event_shows_which_rule_matched(app, client, admin, editor, episode):
+    client.post(f"/api/v1/episodes/{episode['id']}/publish", headers=admin.headers)
+    event = _latest_event(app, "episode_published")
+    body = client.get(f"/api/v1/events/{event.id}/timeline/users/{editor.id}",
+                      headers=admin.headers).json
+    decided = [d["decision"] for d in body["decisions"] if d["user_id"] == editor.id]
+    assert "rule_matched" in decided and "created" in decided and body["notification_ids"]
+    actor = client.get(f"/api/v1/events/{event.id}/timeline/users/{admin.id}",
+                       headers=admin.headers).json["decisions"]
+    assert ("rule_skipped", "the actor") in [(d["decision"], d["reason"]) for d in actor]
