@@ -64,7 +64,7 @@ def test_text_lines_stay_the_default_with_the_fields_appended():
     with logs.bound(request_id="r2"):
         logs.ContextFilter().filter(record)
     line = logs.TextFormatter().format(record)
-    assert line.endswith("plain [request_id=r2]") and not line.startswith("{")
+    assert line.endswith("MainProcess ec.test: plain [request_id=r2]") and not line.startswith("{")
 
 
 def test_delivery_logs_a_line_per_event_in_its_request_context(app, client, editor, caplog):
