@@ -23,6 +23,9 @@ ROOM_ALL = "all"  # every socket of a namespace joins it (e.g. episode_created)
 ROOM_ADMINS = "admins"
 
 Route = tuple[str, str]  # (namespace, room)
+# A user's own notifications and read receipts: to that user's rooms only, never to
+# /admin (an admin's socket must not get another user's inbox).
+PRIVATE_EVENTS = frozenset({"notification", "notification_read"})
 
 
 def user_room(user_id: int) -> str:
@@ -125,16 +128,18 @@ def routes_for(event: DomainEvent) -> list[Route]:
         routes.append((FEED, ROOM_ALL))
     for user_id in payload.get("notify_user_ids", ()):  # events addressed to users
         routes.append((FEED, user_room(user_id)))
-    routes.append((ADMIN, ROOM_ADMINS))
+    if name not in PRIVATE_EVENTS:
+        routes.append((ADMIN, ROOM_ADMINS))
     return routes
 
 
 def event_envelope(event: DomainEvent, actor: User | None) -> dict:
     payload = event.payload or {}
-    if "_rooms" in payload:
+    if "_rooms" in payload:  # addressed, its envelope prepared ("_actor", "_timestamp": optional)
         return envelope(event.name, payload.get("data") or {}, event_id=event.id,
-                        actor={"id": actor.id, "name": actor.name} if actor else None,
-                        timestamp=isoformat(event.created_at))
+                        actor=payload["_actor"] if "_actor" in payload
+                        else {"id": actor.id, "name": actor.name} if actor else None,
+                        timestamp=payload.get("_timestamp") or isoformat(event.created_at))
     data = {k: v for k, v in payload.items() if k != "notify_user_ids"}
     if event.changes is not None:
         data.setdefault("changes", event.changes)

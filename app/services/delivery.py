@@ -7,8 +7,10 @@ Events are delivered in batches, oldest first, in one transaction per batch:
    delivery commit on purpose: the change itself committed long ago, and if this
    transaction fails the events are delivered (and emitted) again — at-least-once, clients
    de-duplicate by id — instead of being marked delivered and never emitted;
-4. the events are marked delivered; commit; then the live notification pushes (rows must
-   be committed before a client can fetch them).
+4. the events are marked delivered; commit; then the notification rows are dispatched
+   (``notifications.push_for_events``): each live push is a ``notification`` event appended
+   to this same outbox, emitted by the next batch (rows are committed before a client
+   can fetch them, and a reconnecting client gets the pushes it missed replayed).
 Every step is idempotent on the event id. A batch that fails is retried one event at a
 time, so one bad event cannot hold the others back; it is left undelivered with a backoff
 and the beat sweep re-enqueues it.

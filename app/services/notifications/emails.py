@@ -14,6 +14,7 @@ from app.services import mail
 from app.services.notifications import decisions
 from app.services.notifications.preferences import DIGEST_PERIODS
 from app.services.notifications.sql import due
+from app.services.transaction import atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,15 @@ def send_emails(ids: list[int]) -> int:
     try:
         sent = mail.send(mails)
     except Exception as exc:
-        decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAIL_FAILED,
-                                           type(exc).__name__, {"notification_id": n.id,
-                                                                "error": str(exc)[:500]})
-                            for n in rows)
-        db.session.commit()  # the decisions are written in this (otherwise read-only) session
+        with atomic():  # the decisions are rows of the timeline: written in their own unit
+            decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAIL_FAILED,
+                                               type(exc).__name__, {"notification_id": n.id,
+                                                                    "error": str(exc)[:500]})
+                                for n in rows)
         raise
-    decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAILED, "channel",
-                                       {"notification_id": n.id}) for n in rows)
-    db.session.commit()
+    with atomic():
+        decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAILED, "channel",
+                                           {"notification_id": n.id}) for n in rows)
     return sent
 
 
@@ -100,10 +101,10 @@ def send_digests(*, now: datetime | None = None) -> int:
                         or_(NotificationPreference.last_digest_at.is_(None),
                             NotificationPreference.last_digest_at <= now - period))
                  .values(last_digest_at=now).execution_options(synchronize_session=False))
-        if db.session.execute(claim).rowcount != 1:
-            db.session.rollback()
+        with atomic():
+            claimed = db.session.execute(claim).rowcount == 1
+        if not claimed:
             continue
-        db.session.commit()
         pending = and_(Notification.user_id == pref.user_id, Notification.digest_pending.is_(True))
         visible_unread = and_(pending, Notification.read_at.is_(None), due(now))
         items = list(db.session.scalars(select(Notification).where(visible_unread)
@@ -116,26 +117,28 @@ def send_digests(*, now: datetime | None = None) -> int:
         try:
             if items and user is not None and user.is_active:
                 mailed = mail.send([_digest_mail(user, items, total)])
-        except Exception:
+        except Exception as exc:
             db.session.rollback()
+            decisions.note(pref.user_id, None, decisions.EMAIL_FAILED, f"digest: {type(exc).__name__}")
             _set_last_digest(pref.id, previous)  # the SMTP server is away: try next time
             raise
-        if not mailed:  # nothing left worth mailing: the period runs from the last real digest
-            _set_last_digest(pref.id, previous)
-        else:
+        if mailed:
+            # One decision per listed notification, so each one's timeline shows the digest.
             decisions.note_many(decisions.Note(item.user_id, item.event_id, decisions.DIGEST_SENT,
                                                pref.digest_frequency,
                                                {"notification_id": item.id, "total": total})
                                 for item in items)
-        db.session.execute(update(Notification).where(pending, Notification.id <= max_id)
-                           .values(digest_pending=False)
-                           .execution_options(synchronize_session=False))
-        db.session.commit()
+        else:  # nothing left worth mailing: the period runs from the last real digest
+            _set_last_digest(pref.id, previous)
+        with atomic():
+            db.session.execute(update(Notification).where(pending, Notification.id <= max_id)
+                               .values(digest_pending=False)
+                               .execution_options(synchronize_session=False))
         sent += mailed
     return sent
 
 
 def _set_last_digest(pref_id: int, value: datetime | None) -> None:
-    db.session.execute(update(NotificationPreference).where(NotificationPreference.id == pref_id)
-                       .values(last_digest_at=value).execution_options(synchronize_session=False))
-    db.session.commit()
+    with atomic():
+        db.session.execute(update(NotificationPreference).where(NotificationPreference.id == pref_id)
+                           .values(last_digest_at=value).execution_options(synchronize_session=False))

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, select
 from app.extensions import db
 from app.models import DomainEvent, Episode, Notification, NotificationPreference, User, utcnow
 from app.models.base import insert_for_dialect
-from app.services.batch import batch_cache, rows_by_id
+from app.services.batch import rows_by_id
 from app.services.notifications import decisions, rules
 from app.services.notifications.catalog import expiry_for, render
 from app.services.notifications.policy import should_notify
@@ -60,7 +60,6 @@ def create_for_events(events: Sequence[DomainEvent]) -> int:
         elif event.name in RULE_EVENTS:
             planned += [(event, item) for item in rules.plan(event)]
     created += _insert_planned(planned)
-    batch_cache()["notifications_created"] = created  # push_for_events sizes its dispatch by it
     return created
 
 

@@ -15,9 +15,10 @@ from app.errors import NotFound
 from app.extensions import db
 from app.models import Notification, User, utcnow
 from app.models.notifications import PRIORITIES
-from app.realtime.emit import FEED, emit_to, envelope, user_room
+from app.services import events
+from app.services.notifications.push import user_event
 from app.services.notifications.sql import MAX_ID, due
-from app.services.transaction import on_commit
+from app.services.transaction import atomic
 
 
 def inbox_query(user: User, *, unread: bool = False, type: str | None = None,
@@ -75,48 +76,47 @@ def get_notification(user: User, notification_id: int) -> Notification:
     return row
 
 
-def _emit_read_after_commit(user_id: int, data: dict) -> None:
-    """``notification_read`` to every tab of the user, once the change is durable."""
-    payload = envelope("notification_read", data, event_id=None, actor=None)
-    on_commit(db.session(), lambda: emit_to([(FEED, user_room(user_id))], "notification_read", payload))
+def _record_read(user_id: int, data: dict) -> None:
+    """``notification_read`` to every tab of the user, through the outbox with the change."""
+    events.record_many([user_event("notification_read", user_id, data)])
 
 
 def mark_read(user: User, notification_id: int) -> Notification:
     """Mark one notification read; every tab hears the new unread count."""
-    row = get_notification(user, notification_id)
-    if row.read_at is None:
-        row.read_at = utcnow()
-        db.session.flush()
-        _emit_read_after_commit(user.id, _read_event(user.id, ids=[row.id]))
-    db.session.commit()
+    with atomic(keep_state=True):
+        row = get_notification(user, notification_id)
+        if row.read_at is None:
+            row.read_at = utcnow()
+            db.session.flush()
+            _record_read(user.id, _read_event(user.id, ids=[row.id]))
     return row
 
 
 def mark_all_read(user: User) -> dict:
     """Mark every visible unread notification read in ONE UPDATE (fast for 10,000 rows)."""
     now = utcnow()
-    result = db.session.execute(
-        update(Notification)
-        .where(Notification.user_id == user.id, Notification.read_at.is_(None), due(now))
-        .values(read_at=now, updated_at=now)
-        .execution_options(synchronize_session=False))
-    data = _read_event(user.id, all=True)
-    if result.rowcount:
-        _emit_read_after_commit(user.id, data)
-    db.session.commit()
+    with atomic():
+        result = db.session.execute(
+            update(Notification)
+            .where(Notification.user_id == user.id, Notification.read_at.is_(None), due(now))
+            .values(read_at=now, updated_at=now)
+            .execution_options(synchronize_session=False))
+        data = _read_event(user.id, all=True)
+        if result.rowcount:
+            _record_read(user.id, data)
     return {"updated": result.rowcount, "unread_count": data["unread_count"],
             "unread_capped": data["unread_capped"]}
 
 
 def delete_notification(user: User, notification_id: int) -> None:
     """Delete one of the caller's notifications; an unread one changes the badge."""
-    row = get_notification(user, notification_id)
-    was_unread = row.read_at is None
-    db.session.delete(row)
-    db.session.flush()
-    if was_unread:
-        _emit_read_after_commit(user.id, _read_event(user.id, ids=[notification_id], deleted=True))
-    db.session.commit()
+    with atomic():
+        row = get_notification(user, notification_id)
+        was_unread = row.read_at is None
+        db.session.delete(row)
+        db.session.flush()
+        if was_unread:
+            _record_read(user.id, _read_event(user.id, ids=[notification_id], deleted=True))
 
 
 def stats(user: User) -> dict:

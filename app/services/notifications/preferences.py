@@ -17,6 +17,7 @@ from app.models import NotificationPreference, User
 from app.services.batch import batch_cache
 from app.services.notifications.catalog import CHANNELS, DEFAULT_CHANNELS
 from app.services.notifications.sql import id_in
+from app.services.transaction import atomic
 
 DIGEST_PERIODS: dict[str, timedelta | None] = {
     "none": None, "hourly": timedelta(hours=1), "daily": timedelta(days=1),
@@ -112,27 +113,27 @@ def get_preferences(user: User) -> NotificationPreference | None:
 
 def update_preferences(user: User, data: Mapping[str, Any]) -> NotificationPreference:
     """Change the fields given (validated by the API schema); others keep their value."""
-    row = _pref_row(user.id)
-    if row is None:
-        row = NotificationPreference(user_id=user.id, muted_types=[], channels={},
-                                     timezone="UTC", digest_frequency="none")
-        db.session.add(row)
-    if "muted_types" in data:
-        row.muted_types = sorted(set(data["muted_types"]))
-    if "channels" in data:
-        merged = dict(row.channels or {})
-        for notification_type, channels in data["channels"].items():
-            merged[notification_type] = [c for c in CHANNELS if c in set(channels)]
-        row.channels = merged
-    if "quiet_hours" in data:
-        quiet = data["quiet_hours"]
-        row.quiet_hours_start = quiet["start"] if quiet else None
-        row.quiet_hours_end = quiet["end"] if quiet else None
-    if "timezone" in data:
-        if not valid_timezone(data["timezone"]):
-            raise ValidationError("Unknown time zone", details={"timezone": ["Unknown time zone."]})
-        row.timezone = data["timezone"]
-    if "digest_frequency" in data:
-        row.digest_frequency = data["digest_frequency"]
-    db.session.commit()
+    with atomic(keep_state=True):
+        row = _pref_row(user.id)
+        if row is None:
+            row = NotificationPreference(user_id=user.id, muted_types=[], channels={},
+                                         timezone="UTC", digest_frequency="none")
+            db.session.add(row)
+        if "muted_types" in data:
+            row.muted_types = sorted(set(data["muted_types"]))
+        if "channels" in data:
+            merged = dict(row.channels or {})
+            for notification_type, channels in data["channels"].items():
+                merged[notification_type] = [c for c in CHANNELS if c in set(channels)]
+            row.channels = merged
+        if "quiet_hours" in data:
+            quiet = data["quiet_hours"]
+            row.quiet_hours_start = quiet["start"] if quiet else None
+            row.quiet_hours_end = quiet["end"] if quiet else None
+        if "timezone" in data:
+            if not valid_timezone(data["timezone"]):
+                raise ValidationError("Unknown time zone", details={"timezone": ["Unknown time zone."]})
+            row.timezone = data["timezone"]
+        if "digest_frequency" in data:
+            row.digest_frequency = data["digest_frequency"]
     return row

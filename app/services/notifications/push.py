@@ -13,15 +13,16 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from app import tasks
 from app.extensions import db
 from app.models import DomainEvent, Notification, User, isoformat, utcnow
-from app.realtime.emit import FEED, emit_many, envelope, user_room
-from app.services import mail
-from app.services.batch import batch_cache, rows_by_id
+from app.realtime.emit import FEED, user_room
+from app.services import events, mail
+from app.services.batch import rows_by_id
 from app.services.notifications import decisions
 from app.services.notifications.emails import enqueue_emails
-from app.services.notifications.fanout import BROADCAST_EVENT, RULE_EVENTS
+from app.services.notifications.fanout import RULE_EVENTS
 from app.services.notifications.policy import Decision, rate_positions, should_notify
 from app.services.notifications.preferences import load_prefs
 from app.services.notifications.sql import due, id_in
+from app.services.transaction import atomic
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class DispatchResult:
     emailed: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
+    claimed: int = 0  # rows this dispatch claimed (an email-only row is in none of the above)
 
     @property
     def total(self) -> int:
@@ -45,11 +47,21 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
 
     The rows are claimed by one ``UPDATE ... SET delivered_at ... RETURNING``: a second
     worker's claim waits on the row locks and then finds them delivered, so no row is pushed
-    twice by two workers. The pushes happen before that claim commits, so a crash in
-    between rolls the claim back and the row is pushed again rather than lost (clients
-    de-duplicate by notification id).
+    twice by two workers. Each push is a ``notification`` event appended to the outbox in
+    the claim's own transaction: the claim and its pushes commit together or not at all,
+    and the outbox emits them (in id order, replayable to a reconnecting client) like every
+    other event.
     """
-    now = now or utcnow()
+    with atomic():
+        result = _claim_and_decide(condition, now or utcnow(), limit, actors)
+    if result.emailed and mail.enabled():
+        enqueue_emails(result.emailed)
+    return result
+
+
+def _claim_and_decide(condition: ColumnElement[bool], now: datetime, limit: int | None,
+                      actors: Mapping[int, dict] | None) -> DispatchResult:
+    """:func:`dispatch`'s work inside its unit: claim, decide, record the pushes."""
     table = Notification.__table__
     candidates = (select(Notification.id)
                   .where(condition, Notification.delivered_at.is_(None), due(now))
@@ -65,16 +77,15 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
              .returning(*table.c)
              .execution_options(synchronize_session=False))
     rows = sorted(db.session.execute(claim), key=lambda r: r.id)
-    result = DispatchResult()
+    result = DispatchResult(claimed=len(rows))
     if not rows:
-        db.session.commit()
         return result
     prefs = load_prefs(r.user_id for r in rows)
     limit_per_hour = current_app.config["NOTIFICATION_RATE_LIMIT_PER_HOUR"]
     positions = rate_positions([(r.id, r.user_id) for r in rows], now)
     if actors is None:
         actors = _actors_of({r.event_id for r in rows if r.event_id})
-    pushes: list[tuple[int, dict]] = []
+    pushes: list[dict] = []
     notes: list[decisions.Note] = []
     for row in rows:
         position = positions.get(row.id, 0)
@@ -82,9 +93,9 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
                                  over_rate_limit=position > limit_per_hour)
         notes += _notes(row, decision, prefs[row.user_id].channels_for(row.type), position)
         if decision.push:
-            pushes.append((row.user_id, envelope(
-                "notification", notification_payload(row), event_id=row.event_id,
-                actor=actors.get(row.event_id), timestamp=isoformat(row.deliver_at or row.created_at))))
+            pushes.append(user_event(
+                "notification", row.user_id, notification_payload(row), resource_id=row.id,
+                actor=actors.get(row.event_id), timestamp=isoformat(row.deliver_at or row.created_at)))
             result.pushed.append(row.id)
         if decision.email:
             result.emailed.append(row.id)
@@ -92,14 +103,11 @@ def dispatch(condition: ColumnElement[bool], *, now: datetime | None = None,
             result.held.append(row.id)
         elif not decision.push and not decision.email:
             result.dropped.append(row.id)
-    _push(pushes)
+    events.record_many(pushes)
     decisions.note_many(notes)
     for held in id_in(Notification.id, result.held):
         db.session.execute(update(Notification).where(held).values(digest_pending=True)
                            .execution_options(synchronize_session=False))
-    db.session.commit()
-    if result.emailed and mail.enabled():
-        enqueue_emails(result.emailed)
     return result
 
 
@@ -107,14 +115,14 @@ def _notes(row: Any, decision: Decision, channels: Sequence[str],
            position: int) -> list[decisions.Note]:
     """What :func:`dispatch` decided for one row, as the decisions it records."""
     base = {"notification_id": row.id, "type": row.type, "priority": row.priority}
-    notes = [decisions.Note(row.user_id, row.event_id, "channels", "preference",
+    notes = [decisions.Note(row.user_id, row.event_id, decisions.CHANNELS, "preference",
                             {**base, "channels": list(channels), "rate_position": position})]
     if decision.reason in (decisions.QUIET_HOURS, decisions.RATE_LIMITED):
         notes.append(decisions.Note(row.user_id, row.event_id, decision.reason, decision.reason, base))
     if decision.push:
         notes.append(decisions.Note(row.user_id, row.event_id, decisions.PUSHED, decision.reason, base))
     if decision.email:
-        notes.append(decisions.Note(row.user_id, row.event_id, "email_queued", decision.reason, base))
+        notes.append(decisions.Note(row.user_id, row.event_id, decisions.EMAIL_QUEUED, decision.reason, base))
     if decision.digest:
         notes.append(decisions.Note(row.user_id, row.event_id, decisions.DIGEST, decision.reason, base))
     elif not decision.push and not decision.email:
@@ -141,13 +149,18 @@ def notification_payload(n: Any) -> dict:
     }
 
 
-def _push(pushes: list[tuple[int, dict]]) -> None:
-    """``notification`` to each user's /feed room, all in one pipelined round trip to Redis.
+def user_event(name: str, user_id: int, data: dict, *, resource_id: int | None = None,
+               actor: dict | None = None, timestamp: str | None = None) -> dict:
+    """The outbox spec of an event for one user's /feed room (``events.record_many``).
 
-    Per-user payloads cannot share one emit; pipelining is what keeps a 10,000-user fan-out
-    from being 10,000 round trips (see bench/notifications.py).
+    Its envelope is prepared here (``_actor``, ``_timestamp``): the delivery that emits it,
+    and a replay that re-sends it, read no row to build it. No ``action``: real-time only,
+    not in the activity log.
     """
-    emit_many(((FEED, user_room(user_id)), "notification", payload) for user_id, payload in pushes)
+    return {"name": name, "action": "", "actor": None, "resource_type": "notification",
+            "resource_id": resource_id,
+            "payload": {"_rooms": [[FEED, user_room(user_id)]], "data": data, "_actor": actor,
+                        **({"_timestamp": timestamp} if timestamp else {})}}
 
 
 def _actors_of(event_ids: set[int]) -> dict[int, dict]:
@@ -158,40 +171,33 @@ def _actors_of(event_ids: set[int]) -> dict[int, dict]:
     return {eid: {"id": uid, "name": name} for eid, uid, name in db.session.execute(query)}
 
 
-def push_for_events(events: Sequence[DomainEvent]) -> int:
-    """Delivery step (after commit): dispatch the rows these events created; returns how many.
+def push_for_events(batch: Sequence[DomainEvent]) -> int:
+    """Delivery step (after the commit that stored the rows): dispatch the rows of these events.
 
-    One query finds the rows of the whole batch of events. A large fan-out (an admin
-    broadcast) is cut into id ranges of ``NOTIFICATION_DISPATCH_BATCH`` rows, each a task any
-    worker process may take, so the pushes to 10,000 users run in parallel on every worker
-    process (and machine) instead of one after the other. Should the broker refuse a range,
-    it is done here; should a range task be lost, the beat sweep (:func:`deliver_due`)
-    picks its rows up.
+    The straight line: ``fanout.create_for_events`` stored the rows in the delivery
+    transaction; this claims them (no count first: the usual batch makes a handful) and
+    records each push as a ``notification`` event in the outbox. A claim that comes back
+    full is a large fan-out (an admin broadcast): the rest is cut into id ranges of
+    ``NOTIFICATION_DISPATCH_BATCH`` rows, each a task any worker process may take, so the
+    pushes to 10,000 users run in parallel. Should the broker refuse a range, it is done
+    here; should a range task be lost, the beat sweep (:func:`deliver_due`) picks it up.
     """
-    rule_events = [event for event in events if event.name in RULE_EVENTS]
+    rule_events = [event for event in batch if event.name in RULE_EVENTS]
     if not rule_events:
         return 0
-    event_ids = [event.id for event in rule_events]
+    condition = Notification.event_id.in_([event.id for event in rule_events])
     now = utcnow()
     size = current_app.config["NOTIFICATION_DISPATCH_BATCH"]
-    created = batch_cache().get("notifications_created")
-    if (created is not None and created <= size
-            and not any(event.name == BROADCAST_EVENT for event in rule_events)):
-        # The usual case: rule events made a handful of rows (rules reach a few users
-        # each, so rows an earlier, failed delivery made are few too). Dispatch them at
-        # once, naming the actors from the batch instead of reading them back.
-        users = rows_by_id(User, (event.actor_id for event in rule_events))
-        actors = {event.id: {"id": user.id, "name": user.name} for event in rule_events
-                  if (user := users.get(event.actor_id)) is not None}
-        return dispatch(Notification.event_id.in_(event_ids), now=now, actors=actors).total
+    users = rows_by_id(User, (event.actor_id for event in rule_events))  # read by the batch
+    actors = {event.id: {"id": user.id, "name": user.name} for event in rule_events
+              if (user := users.get(event.actor_id)) is not None}
+    result = dispatch(condition, now=now, limit=size, actors=actors)
+    if result.claimed < size:
+        return result.claimed
     ids = list(db.session.scalars(
-        select(Notification.id)
-        .where(Notification.event_id.in_(event_ids), Notification.delivered_at.is_(None), due(now))
+        select(Notification.id).where(condition, Notification.delivered_at.is_(None), due(now))
         .order_by(Notification.id)))
-    if not ids:
-        return 0
-    if len(ids) <= size:
-        return dispatch(Notification.event_id.in_(event_ids), now=now).total
+    db.session.rollback()
     for start in range(0, len(ids), size):
         first, last = ids[start], ids[min(start + size, len(ids)) - 1]
         try:
@@ -199,7 +205,7 @@ def push_for_events(events: Sequence[DomainEvent]) -> int:
         except Exception as exc:  # noqa: BLE001 - broker away: do this range ourselves
             log.warning("could not enqueue a dispatch range, dispatching inline: %s", exc)
             dispatch_ids(first, last)
-    return len(ids)
+    return result.claimed + len(ids)
 
 
 def push_for_event(event: DomainEvent) -> int:
@@ -229,5 +235,5 @@ def deliver_due(*, now: datetime | None = None, batch: int | None = None) -> int
     while True:
         result = dispatch(or_(Notification.deliver_at.is_not(None), missed), now=now, limit=batch)
         total += result.total
-        if result.total < batch:
+        if result.claimed < batch:
             return total

@@ -16,6 +16,7 @@ from app.services.notifications.catalog import CATALOG, TYPES, render
 from app.services.notifications.fanout import BROADCAST_EVENT, recipients, row
 from app.services.notifications.push import dispatch
 from app.services.notifications.sql import insert_rows
+from app.services.transaction import atomic
 
 
 def send(actor: User, *, type: str, title: str, message: str = "", data: dict | None = None,
@@ -60,14 +61,14 @@ def send(actor: User, *, type: str, title: str, message: str = "", data: dict | 
         if role:
             query = query.where(User.role == role)
         count = db.session.scalar(query) or 0
-    evt = events.record(
-        BROADCAST_EVENT, action="created", actor=actor, resource_type="notification",
-        resource_id=None, resource_name=title[:255],
-        payload={**target, "type": type, "title": title, "message": message, "data": data or {},
-                 "priority": priority, "deliver_at": isoformat(deliver_at),
-                 "expires_at": isoformat(expires_at), "recipients": count},
-    )
-    db.session.commit()
+    with atomic():
+        evt = events.record(
+            BROADCAST_EVENT, action="created", actor=actor, resource_type="notification",
+            resource_id=None, resource_name=title[:255],
+            payload={**target, "type": type, "title": title, "message": message,
+                     "data": data or {}, "priority": priority, "deliver_at": isoformat(deliver_at),
+                     "expires_at": isoformat(expires_at), "recipients": count},
+        )
     return {"event_id": evt.id, "recipients": count, "deliver_at": isoformat(deliver_at),
             "status": "scheduled" if deliver_at else "queued"}
 
@@ -75,7 +76,9 @@ def send(actor: User, *, type: str, title: str, message: str = "", data: dict | 
 def alert_admins(message: str, details: dict) -> None:
     """Delivery alert hook: an ``admin:alert`` (critical) to every active admin, pushed now.
 
-    It does not go through the outbox: it reports that the outbox itself is stuck.
+    The rows are written here, not fanned out from a domain event: the alert reports that
+    an event is stuck. Their pushes go through the outbox like every push (a stuck event is
+    retried apart from the others, so the outbox keeps flowing).
     """
     admins = recipients({"role": "admin"})
     if not admins:
@@ -86,6 +89,6 @@ def alert_admins(message: str, details: dict) -> None:
     priority = CATALOG["admin:alert"].priority
     rows = [row(uid, "admin:alert", title, body, data=data, priority=priority, event_id=None,
                 now=now) for uid in admins]
-    ids = [nid for nid, _uid, _eid in insert_rows(rows)]
-    db.session.commit()
+    with atomic():
+        ids = [nid for nid, _uid, _eid in insert_rows(rows)]
     dispatch(Notification.id.in_(ids) if ids else Notification.id.is_(None))

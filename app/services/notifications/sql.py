@@ -12,6 +12,7 @@ from sqlalchemy.types import TypeEngine
 from app.extensions import db
 from app.models import Notification
 from app.models.base import insert_for_dialect
+from app.services.transaction import atomic
 
 CHUNK = 5000  # ids per IN (...) list on SQLite: well under its bind-parameter limit
 
@@ -68,14 +69,14 @@ def delete_in_batches(condition: ColumnElement[bool], batch: int) -> int:
     """Delete matching rows ``batch`` at a time, committing each: short locks, bounded WAL."""
     total = 0
     while True:
-        ids = list(db.session.scalars(select(Notification.id).where(condition)
-                                      .order_by(Notification.id).limit(batch)))
+        with atomic():
+            ids = list(db.session.scalars(select(Notification.id).where(condition)
+                                          .order_by(Notification.id).limit(batch)))
+            if ids:
+                db.session.execute(delete(Notification).where(Notification.id.in_(ids))
+                                   .execution_options(synchronize_session=False))
         if not ids:
-            db.session.commit()
             return total
-        db.session.execute(delete(Notification).where(Notification.id.in_(ids))
-                           .execution_options(synchronize_session=False))
-        db.session.commit()
         total += len(ids)
         if len(ids) < batch:
             return total
