@@ -140,10 +140,11 @@ def _deliver(events: list[DomainEvent]) -> list[int]:
     session = db.session()
     claimed_at = utcnow()
     new_batch()
-    for _name, step in IN_TRANSACTION_STEPS:
-        step(events)
+    with timeline.collecting() as decisions:
+        for _name, step in IN_TRANSACTION_STEPS:
+            step(events)
     ids = [event.id for event in events]
-    timeline.record_steps(_timeline_steps(events, claimed_at))
+    timeline.record_steps(_timeline_steps(events, claimed_at), decisions)
     session.execute(update(DomainEvent).where(DomainEvent.id.in_(ids))
                     .values(delivered_at=utcnow(), last_error=None,
                             attempts=DomainEvent.attempts + 1)

@@ -11,7 +11,9 @@ event: ``delivery.purge_delivered`` deletes them with it.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -29,10 +31,35 @@ def step(event_id: int, name: str, at: datetime | None = None, **detail: object)
     return {"event_id": event_id, "step": name, "at": at or utcnow(), "detail": detail}
 
 
-def record_steps(rows: list[dict]) -> None:
-    """Append a batch of delivery steps in the current transaction: one statement."""
-    if rows and current_app.config.get("DELIVERY_TIMELINE", True):
-        db.session.execute(insert(DeliveryStep), rows)
+# Decisions noted while a delivery batch runs its in-transaction steps: the rules note per
+# event; collected here, they go in with the batch's steps instead of one INSERT per event.
+_collected: ContextVar[list[dict] | None] = ContextVar("ec_timeline_collected", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[list[dict]]:
+    """Collect decisions noted in this block (the caller writes them with its steps)."""
+    rows: list[dict] = []
+    token = _collected.set(rows)
+    try:
+        yield rows
+    finally:
+        _collected.reset(token)
+
+
+def record_steps(rows: list[dict], decisions: list[dict] | None = None) -> None:
+    """Append a batch of delivery steps (and collected decisions): one statement each."""
+    if not current_app.config.get("DELIVERY_TIMELINE", True):
+        return
+    _insert(DeliveryStep.__table__, rows)
+    _insert(NotificationDecision.__table__, decisions or [])
+
+
+def _insert(table, rows: list[dict]) -> None:
+    """One Core executemany (measured: cheaper than the ORM's bulk path and than multi-row
+    VALUES, whose compile per statement cost more than the round trips it saved)."""
+    if rows:
+        db.session.execute(insert(table), rows)
 
 
 def note_decisions(notes: Iterable[Any]) -> None:
@@ -49,8 +76,11 @@ def note_decisions(notes: Iterable[Any]) -> None:
              "notification_id": (note.details or {}).get("notification_id"),
              "decision": note.outcome[:32], "reason": (note.reason or "")[:255], "at": now,
              "detail": note.details or {}} for note in notes]
-    if rows:
-        db.session.execute(insert(NotificationDecision), rows)
+    collected = _collected.get()
+    if collected is not None:
+        collected.extend(rows)
+    else:
+        _insert(NotificationDecision.__table__, rows)
 
 
 def purge_for_events(event_ids: list[int]) -> None:
