@@ -119,6 +119,14 @@ class Config:
     RATELIMIT_REFRESH_PER_USER = ENV.get("RATELIMIT_REFRESH_PER_USER", "30 per minute")
     DOWNLOAD_URL_SECONDS = _int("DOWNLOAD_URL_SECONDS", 3600)
 
+    # Logs (app/logs.py): "text" (the default) or "json" (one object per line, with the
+    # request, user, event and task ids); the root level.
+    LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+    # The admin delivery timeline (app/services/timeline.py): delivery steps and notification
+    # decisions written with each batch, deleted with their events (EVENT_RETENTION_DAYS).
+    DELIVERY_TIMELINE = _bool("DELIVERY_TIMELINE", True)
+
     # Event pipeline and maintenance.
     EVENT_REDELIVERY_GRACE_SECONDS = _int("EVENT_REDELIVERY_GRACE_SECONDS", 60)
     EVENT_MAX_ATTEMPTS_BEFORE_ALERT = _int("EVENT_MAX_ATTEMPTS_BEFORE_ALERT", 5)

@@ -1,7 +1,6 @@
 """Episode Control: the application factory."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,9 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     # (404 from routing), never an overflow error from the database.
     app.url_map.converters["int"] = BoundedIntConverter
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app import logs
+
+    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
     # Imported here, not at the top: importing any ``app.x`` first runs this package, and
     # these modules import ``app.x`` modules themselves (the composition root comes last).
@@ -67,6 +68,7 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     jwt.init_app(app)
     init_auth(app)
     api.init_app(app)
+    logs.init_request_ids(app)  # before the blueprints' hooks: they may log
     register_blueprints(app)
     init_console(app)
     register_error_handlers(app)  # after flask-smorest, so our handlers win

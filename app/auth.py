@@ -259,6 +259,9 @@ def init_auth(app: Flask) -> None:
 
     @jwt.user_lookup_loader
     def _lookup(_header, claims) -> User | None:
+        from app import logs
+
+        logs.bind(user_id=int(claims["sub"]))  # every later log line of this request names it
         stashed = g.pop("ec_token_user", None)
         if stashed is not None and stashed[0] == claims["jti"]:
             return stashed[1]

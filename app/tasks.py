@@ -12,7 +12,7 @@ from celery.contrib.testing.worker import TestWorkController
 from flask import Flask, current_app
 from kombu import Exchange, Queue
 
-from app import broker_fixes
+from app import broker_fixes, logs
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def celery_init_app(app: Flask) -> Celery:
     them (``celery_app.py``, ``wsgi.py`` for the embedded worker, the tests), never here:
     the application does not import its workers.
     """
+    logs.install_celery_signals()
     celery_app = _make_celery(app)
     celery_app.set_default()
     app.extensions["celery"] = celery_app

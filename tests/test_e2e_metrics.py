@@ -9,8 +9,8 @@ import pytest
 import requests
 import socketio as sio_client
 
+from tests.helpers import wait_for
 from tests.processes import ROOT, celery_worker, service_env, web_server
-from tests.services import wait_until
 from tests.test_metrics import value
 
 pytestmark = pytest.mark.redis
@@ -44,7 +44,7 @@ def test_web_and_worker_report_together(app, editor, tmp_path_factory):
             done = value(text, "ec_events_delivered_total", event="episode_updated") >= 1
             return text if done else None
 
-        text = wait_until(delivered, 60, 0.2, "episode_updated delivered in /metrics")
+        text = wait_for(delivered, 60, 0.2, "episode_updated delivered in /metrics")
         pids = {name.stem.rsplit("_", 1)[-1] for name in directory.glob("*.db")}
         worker_log = worker.output()
         sock = sio_client.Client(reconnection=False)

@@ -5,9 +5,11 @@ from app.models.events import ActivityLog, DomainEvent
 from app.models.notifications import Notification, NotificationPreference
 from app.models.presence import UserPresence
 from app.models.sessions import OutboxMark, RefreshToken
+from app.models.timeline import DeliveryStep, NotificationDecision
 
 __all__ = [
-    "ActivityLog", "DomainEvent", "Episode", "File", "JSONType", "Job", "Notification",
-    "NotificationPreference", "OutboxMark", "RefreshToken", "RevokedToken", "TimestampMixin", "User",
+    "ActivityLog", "DeliveryStep", "DomainEvent", "Episode", "File", "JSONType", "Job", "Notification",
+    "NotificationDecision", "NotificationPreference", "OutboxMark", "RefreshToken", "RevokedToken",
+    "TimestampMixin", "User",
     "UTCDateTime", "UserPresence", "isoformat", "utcnow",
 ]

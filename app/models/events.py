@@ -32,6 +32,8 @@ class DomainEvent(TimestampMixin, db.Model):
     changes: Mapped[dict | None] = mapped_column(JSONType)
     ip_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
+    # The X-Request-ID of the request that recorded it: the worker's log lines name it.
+    request_id: Mapped[str | None] = mapped_column(String(64))
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -34,12 +34,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import delete, select, update
 
-from app import metrics
+from app import logs, metrics
 from app.errors import database_unavailable, rollback_quietly
 from app.extensions import db
 from app.models import DomainEvent, User, utcnow
 from app.realtime import emit
-from app.services import activity, events, notifications, replay
+from app.services import activity, events, notifications, replay, timeline
 from app.services import drain as drain_protocol
 from app.services.batch import end_batch, new_batch, rows_by_id
 from app.services.transaction import atomic
@@ -155,17 +155,21 @@ def _last_error() -> BaseException:
 
 def _deliver(events: list[DomainEvent]) -> list[int]:
     session = db.session()
+    claimed_at = utcnow()
     new_batch()
-    for _name, step in IN_TRANSACTION_STEPS:
-        step(events)
+    with timeline.collecting() as decisions:
+        for _name, step in IN_TRANSACTION_STEPS:
+            step(events)
     emitted_at = time.time()  # the emit is the last step
     ids = [event.id for event in events]
+    timeline.record_steps(_timeline_steps(events, claimed_at), decisions)
     session.execute(update(DomainEvent).where(DomainEvent.id.in_(ids))
                     .values(delivered_at=utcnow(), last_error=None,
                             attempts=DomainEvent.attempts + 1)
                     .execution_options(synchronize_session=False))
     session.commit()
     metrics.events_delivered(events, emitted_at=emitted_at)
+    _log_delivered(events)
     for name, step in AFTER_COMMIT_STEPS:
         try:
             step(events)
@@ -174,16 +178,43 @@ def _deliver(events: list[DomainEvent]) -> list[int]:
     return ids
 
 
+def _timeline_steps(events: list[DomainEvent], claimed_at) -> list[dict]:
+    """Claimed, emitted (to which rooms), delivered: three rows per event, one INSERT per batch."""
+    delivered_at = utcnow()
+    rows = []
+    for event in events:
+        rooms = [f"{namespace} {room}" for namespace, room in emit.routes_for(event)]
+        rows += [timeline.step(event.id, "claimed", claimed_at, attempt=event.attempts + 1,
+                               batch_size=len(events)),
+                 timeline.step(event.id, "emitted", delivered_at, rooms=rooms),
+                 timeline.step(event.id, "delivered", delivered_at)]
+    return rows
+
+
+def _log_delivered(events: list[DomainEvent]) -> None:
+    """One line per event, in the context of the request that recorded it."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for event in events:
+        with logs.bound(event_id=event.id, request_id=event.request_id,
+                        user_id=event.actor_id):
+            log.info("event %s %s delivered", event.id, event.name)
+
+
 def record_failure(event_id: int, exc: BaseException) -> None:
     with atomic():
         event = db.session.get(DomainEvent, event_id)
         if event is None:
             return
         event.attempts += 1
-        attempts = event.attempts
+        attempts, request_id = event.attempts, event.request_id
         event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
         event.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(event.attempts))
-    log.error("delivery of event %s failed (attempt %s): %s", event_id, attempts, exc)
+        timeline.record_steps([timeline.step(event_id, "failed", attempt=attempts,
+                                             error=event.last_error,
+                                             next_attempt_at=event.next_attempt_at.isoformat())])
+    with logs.bound(event_id=event_id, request_id=request_id):
+        log.error("delivery of event %s failed (attempt %s): %s", event_id, attempts, exc)
 
 
 def redeliver_stale(*, limit: int = 1000) -> list[int]:
@@ -259,8 +290,10 @@ def purge_delivered(days: int, *, batch_size: int = 5000) -> int:
             .where(DomainEvent.delivered_at.is_not(None), DomainEvent.created_at < cutoff)
             .order_by(DomainEvent.id).limit(batch_size)))
         if not ids:
-            db.session.rollback()
+            timeline.purge_unattached_before(cutoff)
+            db.session.commit()
             return total
+        timeline.purge_for_events(ids)  # the timeline is kept exactly as long as its event
         db.session.execute(delete(DomainEvent).where(DomainEvent.id.in_(ids)))
         replay.mark_purged(max(ids))  # clients behind this id must resync, never half-replay
         db.session.commit()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert
 
-from app import metrics
+from app import logs, metrics
 from app.extensions import db
 from app.models import DomainEvent, Episode, File, User
 from app.services import drain
@@ -47,6 +47,7 @@ def _values(name: str, *, action: str, actor: User | None, resource_type: str,
             payload: dict | None = None, changes: dict | None = None) -> dict:
     meta = request_meta.get()
     return {
+        "request_id": logs.current("request_id"),
         "name": name,
         "action": action,
         "actor_id": actor.id if actor is not None else None,

@@ -2,14 +2,24 @@
 
 Why one place: "why did (or didn't) Ada get told about event 42?" is answered by reading
 what passed here: which rule matched or not, muted by preference, quiet hours, rate
-limit, digest, channels, pushed, emailed or failed. Today it logs at debug; a timeline
-table and a metrics counter hang off :func:`note_many` without touching the callers.
+limit, digest, channels, pushed, emailed or failed. :func:`note_many` writes them to the
+delivery timeline (``notification_decisions``, one INSERT per call, in the caller's
+transaction: a rolled-back delivery leaves no decisions) counts the outcomes
+Prometheus exports once they commit, and logs them at debug.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
+
+from flask import has_app_context
+
+from app import metrics
+from app.extensions import db
+from app.services import timeline
+from app.services.transaction import collect_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +58,19 @@ def note(user_id: int | None, event_id: int | None, outcome: str, reason: str = 
 
 def note_many(notes: Iterable[Note]) -> None:
     """Record decisions, many at once (a broadcast decides for thousands of users)."""
+    notes = list(notes)
+    timeline.note_decisions(notes)
+    counted = [n.outcome for n in notes if n.outcome in metrics.NOTIFICATION_OUTCOMES]
+    if counted and has_app_context():
+        # Counted when the decision commits: a rolled-back dispatch decided nothing.
+        collect_on_commit(db.session(), "ec_decisions", _count).extend(counted)
     if not log.isEnabledFor(logging.DEBUG):
         return
     for item in notes:
         log.debug("notification decision user=%s event=%s %s (%s) %s", item.user_id,
                   item.event_id, item.outcome, item.reason, item.details)
+
+
+def _count(outcomes: list[str]) -> None:
+    for outcome, n in Counter(outcomes).items():
+        metrics.notification_decision(outcome, n)

@@ -43,12 +43,15 @@ def send_emails(ids: list[int]) -> int:
     try:
         sent = mail.send(mails)
     except Exception as exc:
-        decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAIL_FAILED,
-                                           type(exc).__name__, {"notification_id": n.id})
-                            for n in rows)
+        with atomic():  # the decisions are rows of the timeline: written in their own unit
+            decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAIL_FAILED,
+                                               type(exc).__name__, {"notification_id": n.id,
+                                                                    "error": str(exc)[:500]})
+                                for n in rows)
         raise
-    decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAILED, "channel",
-                                       {"notification_id": n.id}) for n in rows)
+    with atomic():
+        decisions.note_many(decisions.Note(n.user_id, n.event_id, decisions.EMAILED, "channel",
+                                           {"notification_id": n.id}) for n in rows)
     return sent
 
 
@@ -120,8 +123,11 @@ def send_digests(*, now: datetime | None = None) -> int:
             _set_last_digest(pref.id, previous)  # the SMTP server is away: try next time
             raise
         if mailed:
-            decisions.note(pref.user_id, None, decisions.DIGEST_SENT, pref.digest_frequency,
-                           items=[item.id for item in items], total=total)
+            # One decision per listed notification, so each one's timeline shows the digest.
+            decisions.note_many(decisions.Note(item.user_id, item.event_id, decisions.DIGEST_SENT,
+                                               pref.digest_frequency,
+                                               {"notification_id": item.id, "total": total})
+                                for item in items)
         else:  # nothing left worth mailing: the period runs from the last real digest
             _set_last_digest(pref.id, previous)
         with atomic():
