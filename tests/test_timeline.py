@@ -12,6 +12,7 @@ from app import logs
 from app.extensions import db
 from app.models import DeliveryStep, DomainEvent, NotificationDecision, utcnow
 from app.services import delivery
+from tests.test_metrics import scrape, value
 from tests.test_notifications import quiet_now, send, set_prefs, smtp  # noqa: F401 - a fixture
 
 
@@ -157,14 +158,27 @@ def _decisions(client, admin, notification_id: int) -> list[tuple[str, str]]:
     return [(d["decision"], d["reason"]) for d in body.json["decisions"]]
 
 
+def _decision_counts(client) -> dict[str, float]:
+    """``ec_notification_decisions_total`` by outcome, as /metrics shows it."""
+    text = scrape(client)
+    return {o: value(text, "ec_notification_decisions_total", outcome=o)
+            for o in ("pushed", "muted", "quiet_hours", "rate_limited", "digest")}
+
+
+def _grown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {o: after[o] - before[o] for o in before if after[o] != before[o]}
+
+
 def test_a_muted_type_shows_why_the_user_got_nothing(app, client, admin, editor):
     set_prefs(client, editor, muted_types=["user:mention"])
+    before = _decision_counts(client)
     event_id = send(client, admin, user_ids=[editor.id], type="user:mention")["event_id"]
     assert _notification_ids(app, editor.id) == []
     body = client.get(f"/api/v1/events/{event_id}/timeline/users/{editor.id}",
                       headers=admin.headers).json
     assert body["notification_ids"] == []
     assert ("muted", "preference") in [(d["decision"], d["reason"]) for d in body["decisions"]]
+    assert _grown(before, _decision_counts(client)) == {"muted": 1}
     # Someone the event never concerned is told so, not answered with silence.
     other = client.get(f"/api/v1/events/{event_id}/timeline/users/{admin.id}",
                        headers=admin.headers).json["decisions"]
@@ -176,6 +190,7 @@ def test_a_muted_type_shows_why_the_user_got_nothing(app, client, admin, editor)
 @pytest.mark.usefixtures("smtp")
 def test_quiet_hours_then_the_digest_show_in_the_notification_timeline(app, client, admin, editor):
     set_prefs(client, editor, quiet_hours=quiet_now("UTC"), digest_frequency="hourly")
+    before = _decision_counts(client)
     send(client, admin, user_ids=[editor.id], type="user:mention", title="Hush")
     [nid] = _notification_ids(app, editor.id)
     with app.app_context():
@@ -186,6 +201,7 @@ def test_quiet_hours_then_the_digest_show_in_the_notification_timeline(app, clie
     assert ("quiet_hours", "quiet_hours") in decided and ("digest", "quiet_hours") in decided
     assert ("digest_sent", "hourly") in decided
     assert not any(d == "pushed" for d, _ in decided)
+    assert _grown(before, _decision_counts(client)) == {"quiet_hours": 1, "digest": 1}
     assert client.get("/api/v1/notifications/999999/timeline", headers=admin.headers).status_code == 404
     assert client.get(f"/api/v1/notifications/{nid}/timeline",
                       headers=editor.headers).status_code == 403
@@ -194,6 +210,7 @@ def test_quiet_hours_then_the_digest_show_in_the_notification_timeline(app, clie
 def test_a_rate_limited_burst_shows_the_limit_on_the_one_over_it(app, client, admin, editor):
     app.config["NOTIFICATION_RATE_LIMIT_PER_HOUR"] = 3
     set_prefs(client, editor, digest_frequency="hourly")
+    before = _decision_counts(client)
     for n in range(4):
         send(client, admin, user_ids=[editor.id], type="episode:updated", title=f"n{n}")
     ids = _notification_ids(app, editor.id)
@@ -202,6 +219,7 @@ def test_a_rate_limited_burst_shows_the_limit_on_the_one_over_it(app, client, ad
     last = _decisions(client, admin, ids[-1])
     assert ("rate_limited", "rate_limited") in last and ("digest", "rate_limited") in last
     assert not any(d == "pushed" for d, _ in last)
+    assert _grown(before, _decision_counts(client)) == {"pushed": 3, "rate_limited": 1, "digest": 1}
 
 
 def test_a_rule_event_shows_which_rule_matched(app, client, admin, editor, episode):
