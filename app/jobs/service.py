@@ -240,29 +240,37 @@ OK, CANCELLED, LOST = "ok", "cancelled", "lost"
 
 
 def checkpoint_state(attempt: Attempt) -> str:
-    """OK, CANCELLED (a cancel was requested) or LOST (this attempt no longer owns the job)."""
+    """OK, CANCELLED (a cancel was requested) or LOST (this attempt no longer owns the job).
+
+    Its own unit, so the read ends at once: a handler must not sit idle in a transaction.
+    """
+    with atomic():
+        return _read_state(attempt)
+
+
+def _read_state(attempt: Attempt) -> str:
     flag = db.session.scalar(
         select(_JOBS.c.cancel_requested).where(
             _JOBS.c.id == attempt.id, _JOBS.c.status == "running",
             _JOBS.c.started_at == attempt.started_at))
-    db.session.commit()  # end the read: a handler must not sit idle in a transaction
     return LOST if flag is None else CANCELLED if flag else OK
 
 
 def _write_if_ok(attempt: Attempt, **values: Any) -> str:
-    """One round trip for the common case: write unless cancelled or lost, then say which."""
+    """One round trip for the common case: write unless cancelled or lost, then say which.
+
+    Runs inside the caller's unit; a failed write is rolled back before the look.
+    """
     if _cas(attempt.id, {**_owned(attempt), "cancel_requested": False}, **values):
         return OK
     db.session.rollback()
-    return checkpoint_state(attempt)
+    return _read_state(attempt)
 
 
 def touch(attempt: Attempt) -> str:
     """Heartbeat: tell the stale-job sweep this attempt is alive (also a checkpoint)."""
-    state = _write_if_ok(attempt)
-    if state == OK:
-        db.session.commit()
-    return state
+    with atomic():
+        return _write_if_ok(attempt)
 
 
 def record_progress(attempt: Attempt, percent: int, message: str) -> str:
@@ -270,10 +278,10 @@ def record_progress(attempt: Attempt, percent: int, message: str) -> str:
 
     Also the checkpoint: nothing is written once a cancel was requested or the job lost.
     """
-    state = _write_if_ok(attempt, progress=percent)
-    if state == OK:
-        _record(attempt, "job_progress", "", None, progress=percent, message=message)
-        db.session.commit()
+    with atomic():
+        state = _write_if_ok(attempt, progress=percent)
+        if state == OK:
+            _record(attempt, "job_progress", "", None, progress=percent, message=message)
     return state
 
 
@@ -288,28 +296,28 @@ def complete(attempt: Attempt, results: dict, *, final_progress: str | None,
     instead of a read then a write).
     """
     expect = {**_owned(attempt), "cancel_requested": False} if honour_cancel else _owned(attempt)
-    if not _cas(attempt.id, expect, status="completed", progress=100, result=results,
+    with atomic():
+        if _cas(attempt.id, expect, status="completed", progress=100, result=results,
                 error=None, finished_at=utcnow()):
+            specs = [_spec(attempt, "job_progress", "", None, progress=100,
+                           message=final_progress)] if final_progress is not None else []
+            specs.append(_spec(attempt, "job_completed", "completed", None, results=results))
+            events.record_many(specs)
+            return "completed"
         db.session.rollback()
-        if honour_cancel and checkpoint_state(attempt) == CANCELLED:
-            return "cancelled" if finish_cancelled(attempt) else None
-        return None
-    specs = [_spec(attempt, "job_progress", "", None, progress=100, message=final_progress)
-             ] if final_progress is not None else []
-    specs.append(_spec(attempt, "job_completed", "completed", None, results=results))
-    events.record_many(specs)
-    db.session.commit()
-    return "completed"
+    if honour_cancel and checkpoint_state(attempt) == CANCELLED:
+        return "cancelled" if finish_cancelled(attempt) else None
+    return None
 
 
 def finish_cancelled(attempt: Attempt) -> bool:
     """running → cancelled with ``job_cancelled`` (the handler stopped at a checkpoint)."""
-    if not _cas(attempt.id, _owned(attempt), status="cancelled", finished_at=utcnow()):
-        db.session.rollback()
-        return False
-    _record(attempt, "job_cancelled", "cancelled", None)
-    db.session.commit()
-    return True
+    with atomic():
+        if not _cas(attempt.id, _owned(attempt), status="cancelled", finished_at=utcnow()):
+            db.session.rollback()
+            return False
+        _record(attempt, "job_cancelled", "cancelled", None)
+        return True
 
 
 def backoff_seconds(retry_count: int) -> float:
@@ -344,21 +352,21 @@ def fail_attempt(attempt: Attempt, error: str, *, retryable: bool = True) -> str
             break
         retry_count = attempt.retry_count + 1
         delay = backoff_seconds(retry_count)
-        if _cas(attempt.id, {**owned, "cancel_requested": False}, status="queued",
-                retry_count=retry_count, error=error, progress=0):
-            _record(attempt, "job_retry", "retry", None, retry_count=retry_count, delay=delay,
-                    error=error)
-            enqueue_after_commit(attempt.id, countdown=delay)
-            db.session.commit()
-            return "retry"
-        db.session.rollback()
-    if not _cas(attempt.id, owned, status="failed", error=error, finished_at=utcnow()):
-        db.session.rollback()
-        return None
-    _record(attempt, "job_failed", "failed", None, error=error,
-            retries_exhausted=retryable, retry_count=attempt.retry_count)
-    db.session.commit()
-    return "failed"
+        with atomic():
+            if _cas(attempt.id, {**owned, "cancel_requested": False}, status="queued",
+                    retry_count=retry_count, error=error, progress=0):
+                _record(attempt, "job_retry", "retry", None, retry_count=retry_count,
+                        delay=delay, error=error)
+                enqueue_after_commit(attempt.id, countdown=delay)
+                return "retry"
+            db.session.rollback()
+    with atomic():
+        if not _cas(attempt.id, owned, status="failed", error=error, finished_at=utcnow()):
+            db.session.rollback()
+            return None
+        _record(attempt, "job_failed", "failed", None, error=error,
+                retries_exhausted=retryable, retry_count=attempt.retry_count)
+        return "failed"
 
 
 def recover_stuck_jobs(*, timeout_seconds: int, limit: int = 500) -> list[int]:
@@ -369,12 +377,12 @@ def recover_stuck_jobs(*, timeout_seconds: int, limit: int = 500) -> list[int]:
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=timeout_seconds)
-    rows = db.session.execute(
-        select(Job.id, Job.episode_id, Job.type, Job.created_by, Job.started_at, Job.retry_count,
-               Job.max_retries, Job.cancel_requested)
-        .where(Job.status == "running", Job.updated_at < cutoff)
-        .order_by(Job.id).limit(limit)).all()
-    db.session.commit()
+    with atomic():  # the read ends before the per-job units
+        rows = db.session.execute(
+            select(Job.id, Job.episode_id, Job.type, Job.created_by, Job.started_at,
+                   Job.retry_count, Job.max_retries, Job.cancel_requested)
+            .where(Job.status == "running", Job.updated_at < cutoff)
+            .order_by(Job.id).limit(limit)).all()
     error = f"Worker lost: no heartbeat for {timeout_seconds} s"
     recovered = []
     for row in rows:
@@ -386,12 +394,22 @@ def recover_stuck_jobs(*, timeout_seconds: int, limit: int = 500) -> list[int]:
                        "progress": 0}
         else:
             outcome = {"status": "failed", "error": error, "finished_at": now}
-        # Only the same attempt, still silent: a heartbeat that lands first wins the race.
-        expect = {"status": "running", "started_at": row.started_at,
-                  "retry_count": row.retry_count, "cancel_requested": row.cancel_requested}
+        if not _recover(ref, row, cutoff, outcome, error):
+            continue
+        log.warning("job %s was stuck in running: %s (now %s)", row.id, error, outcome["status"])
+        recovered.append(row.id)
+    return recovered
+
+
+def _recover(ref: JobRef, row: Any, cutoff: datetime, outcome: dict, error: str) -> bool:
+    """One stuck job taken back in its own unit; False if its attempt woke up first."""
+    # Only the same attempt, still silent: a heartbeat that lands first wins the race.
+    expect = {"status": "running", "started_at": row.started_at,
+              "retry_count": row.retry_count, "cancel_requested": row.cancel_requested}
+    with atomic():
         if not _cas(row.id, expect, _JOBS.c.updated_at < cutoff, **outcome):
             db.session.rollback()
-            continue
+            return False
         if outcome["status"] == "cancelled":
             _record(ref, "job_cancelled", "cancelled", None, recovered=True)
         elif outcome["status"] == "queued":
@@ -401,10 +419,7 @@ def recover_stuck_jobs(*, timeout_seconds: int, limit: int = 500) -> list[int]:
         else:
             _record(ref, "job_failed", "failed", None, error=error, retries_exhausted=True,
                     retry_count=row.retry_count, recovered=True)
-        db.session.commit()
-        log.warning("job %s was stuck in running: %s (now %s)", row.id, error, outcome["status"])
-        recovered.append(row.id)
-    return recovered
+    return True
 
 
 def resend_stale_queued(*, timeout_seconds: int, limit: int = 500) -> list[int]:
@@ -414,29 +429,30 @@ def resend_stale_queued(*, timeout_seconds: int, limit: int = 500) -> list[int]:
     because :func:`claim_job` lets only one through.
     """
     cutoff = utcnow() - timedelta(seconds=timeout_seconds)
-    rows = db.session.execute(
-        select(Job.id, Job.updated_at).where(Job.status == "queued", Job.updated_at < cutoff)
-        .order_by(Job.id).limit(limit)).all()
     resent = []
-    for row in rows:
-        if _cas(row.id, {"status": "queued", "updated_at": row.updated_at}):
-            enqueue_after_commit(row.id)
-            resent.append(row.id)
-    db.session.commit()
+    with atomic():
+        rows = db.session.execute(
+            select(Job.id, Job.updated_at).where(Job.status == "queued", Job.updated_at < cutoff)
+            .order_by(Job.id).limit(limit)).all()
+        for row in rows:
+            if _cas(row.id, {"status": "queued", "updated_at": row.updated_at}):
+                enqueue_after_commit(row.id)
+                resent.append(row.id)
     return resent
 
 
 def record_processor_started(*, hostname: str, concurrency: int, max_concurrent: int) -> int:
     """``job_processor_started``: real-time only (no activity row); delivered by the outbox."""
-    evt = events.record(
-        "job_processor_started",
-        action="",
-        actor=None,
-        resource_type="job",
-        resource_id=None,
-        resource_name=hostname[:255],
-        payload={"hostname": hostname, "concurrency": concurrency,
-                 "max_concurrent": max_concurrent},
-    )
-    db.session.commit()
-    return evt.id
+    with atomic():
+        evt = events.record(
+            "job_processor_started",
+            action="",
+            actor=None,
+            resource_type="job",
+            resource_id=None,
+            resource_name=hostname[:255],
+            payload={"hostname": hostname, "concurrency": concurrency,
+                     "max_concurrent": max_concurrent},
+        )
+        event_id = evt.id
+    return event_id
