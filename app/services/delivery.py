@@ -119,14 +119,21 @@ def deliver_batch(*, including: int | None = None, ids: Iterable[int] | None = N
 
 
 def _deliver_claimed(ids: Iterable[int] | None, including: int | None, limit: int) -> list[int]:
-    session = db.session()
-    events = _claim(ids, including, limit)
-    if not events:
-        session.rollback()
-        return []
+    """Claim and deliver in one ``atomic()`` unit; the after-commit steps run outside it.
+
+    They must: ``notifications.push_for_events`` opens units of its own, and ``atomic()``
+    refuses nesting.
+    """
+    events: list[DomainEvent] = []
     try:
-        return _deliver(events)
+        with atomic():
+            events = _claim(ids, including, limit)
+            if not events:
+                return []
+            emitted_at = _deliver(events)
     except Exception as exc:  # noqa: BLE001 - isolate the bad event: one at a time
+        if not events:
+            raise  # the claim itself failed: no event to blame
         rollback_quietly()
         if _infrastructure_failure(exc):
             # Redis or the database is away: no event is to blame, so none is charged an
@@ -142,6 +149,8 @@ def _deliver_claimed(ids: Iterable[int] | None, including: int | None, limit: in
         for event_id in [e.id for e in events]:
             delivered += deliver_batch(ids=[event_id], limit=1)
         return delivered
+    _after_commit(events, emitted_at)
+    return [event.id for event in events]
 
 
 def _infrastructure_failure(exc: BaseException) -> bool:
@@ -153,7 +162,11 @@ def _last_error() -> BaseException:
     return sys.exc_info()[1] or RuntimeError("delivery failed")
 
 
-def _deliver(events: list[DomainEvent]) -> list[int]:
+def _deliver(events: list[DomainEvent]) -> float:
+    """The in-transaction steps, the timeline and the delivered mark; when the emit ran.
+
+    Runs inside the caller's unit, which commits it.
+    """
     session = db.session()
     claimed_at = utcnow()
     new_batch()
@@ -167,7 +180,11 @@ def _deliver(events: list[DomainEvent]) -> list[int]:
                     .values(delivered_at=utcnow(), last_error=None,
                             attempts=DomainEvent.attempts + 1)
                     .execution_options(synchronize_session=False))
-    session.commit()
+    return emitted_at
+
+
+def _after_commit(events: list[DomainEvent], emitted_at: float) -> None:
+    """Once the batch committed: counters, log lines, then the after-commit steps."""
     metrics.events_delivered(events, emitted_at=emitted_at)
     _log_delivered(events)
     for name, step in AFTER_COMMIT_STEPS:
@@ -175,7 +192,6 @@ def _deliver(events: list[DomainEvent]) -> list[int]:
             step(events)
         except Exception:  # noqa: BLE001 - delivered; the step has its own catch-up sweep
             log.exception("after-commit step %s failed", name)
-    return ids
 
 
 def _timeline_steps(events: list[DomainEvent], claimed_at) -> list[dict]:
@@ -285,17 +301,16 @@ def purge_delivered(days: int, *, batch_size: int = 5000) -> int:
     cutoff = utcnow() - timedelta(days=days)
     total = 0
     while True:
-        ids = list(db.session.scalars(
-            select(DomainEvent.id)
-            .where(DomainEvent.delivered_at.is_not(None), DomainEvent.created_at < cutoff)
-            .order_by(DomainEvent.id).limit(batch_size)))
-        if not ids:
-            timeline.purge_unattached_before(cutoff)
-            db.session.commit()
-            return total
-        timeline.purge_for_events(ids)  # the timeline is kept exactly as long as its event
-        db.session.execute(delete(DomainEvent).where(DomainEvent.id.in_(ids)))
-        replay.mark_purged(max(ids))  # clients behind this id must resync, never half-replay
-        db.session.commit()
+        with atomic():  # one short unit per batch
+            ids = list(db.session.scalars(
+                select(DomainEvent.id)
+                .where(DomainEvent.delivered_at.is_not(None), DomainEvent.created_at < cutoff)
+                .order_by(DomainEvent.id).limit(batch_size)))
+            if not ids:
+                timeline.purge_unattached_before(cutoff)
+                return total
+            timeline.purge_for_events(ids)  # the timeline is kept exactly as long as its event
+            db.session.execute(delete(DomainEvent).where(DomainEvent.id.in_(ids)))
+            replay.mark_purged(max(ids))  # clients behind this id must resync, never half-replay
         replay.forget_through(max(ids))
         total += len(ids)
