@@ -26,13 +26,13 @@ from flask import Flask, current_app, g
 from flask_jwt_extended import current_user, decode_token, verify_jwt_in_request
 from redis.exceptions import RedisError
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached, object_session
 from sqlalchemy.orm.util import identity_key
 
 from app.errors import DatabaseUnavailable, Forbidden, database_unavailable, error_response
 from app.extensions import db, jwt
 from app.models import RevokedToken, User, utcnow
+from app.models.base import insert_for_dialect
 from app.redis_client import get_redis, pending_writes, when_redis_returns
 from app.services.transaction import on_commit
 
@@ -59,16 +59,22 @@ def _ttl(expires_at: datetime) -> int:
 def revoke_token(jti: str, expires_at: datetime) -> None:
     """Put a token on the blocklist until it would have expired anyway.
 
-    PostgreSQL holds the record (``revoked_tokens``); Redis only caches it. When the
-    Redis write fails, the key is written once Redis answers again, and the "blocklist
-    complete" marker is dropped then, so readers check the database until it is reloaded.
+    PostgreSQL holds the record (``revoked_tokens``); Redis only caches it. The row is
+    written in the caller's unit (no commit here: the service's ``atomic()`` commits it
+    with the rest of the logout or rotation); the Redis key is written once that commits.
+    When the Redis write fails, the key is written once Redis answers again, and the
+    "blocklist complete" marker is dropped then, so readers check the database until it
+    is reloaded.
     """
-    if db.session.scalar(db.select(RevokedToken.id).filter_by(jti=jti)) is None:
-        db.session.add(RevokedToken(jti=jti, expires_at=expires_at))
-        try:
-            db.session.commit()
-        except IntegrityError:  # revoked at the same moment by another request
-            db.session.rollback()
+    # ON CONFLICT DO NOTHING: revoked at the same moment by another request is no error,
+    # and leaves the caller's transaction usable.
+    db.session.execute(insert_for_dialect(RevokedToken.__table__)
+                       .values(jti=jti, expires_at=expires_at)
+                       .on_conflict_do_nothing(index_elements=["jti"]))
+    on_commit(db.session(), lambda: _cache_revocation(jti, expires_at))
+
+
+def _cache_revocation(jti: str, expires_at: datetime) -> None:
     client = get_redis()
     if client is None:
         return

@@ -53,27 +53,25 @@ def rotate(user: User, claims: dict) -> dict:
     other is a reuse. A refresh token issued before rotation existed (no row) is taken
     once: it is revoked and a new family starts.
     """
-    row = db.session.scalar(select(RefreshToken).where(RefreshToken.jti == claims["jti"])
-                            .with_for_update())
-    if row is None:
-        revoke_token(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
-        tokens = _issue(user, _new_family(), fresh=False)
-        db.session.commit()
-        return tokens
-    if row.revoked_at is not None:
-        db.session.rollback()
-        raise Unauthorized("The session has been revoked", code="token_revoked")
-    if row.used_at is not None:
-        family = row.family
-        revoke_family(family)
-        db.session.commit()
-        control.end_sessions(reason="session_revoked", family=family)
-        raise Unauthorized("This refresh token was already used; the session is revoked",
-                           code="token_reused")
-    row.used_at = utcnow()
-    tokens = _issue(user, row.family, fresh=False)
-    db.session.commit()
-    return tokens
+    reused = None
+    with atomic():
+        row = db.session.scalar(select(RefreshToken).where(RefreshToken.jti == claims["jti"])
+                                .with_for_update())
+        if row is None:
+            revoke_token(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
+            return _issue(user, _new_family(), fresh=False)
+        if row.revoked_at is not None:
+            raise Unauthorized("The session has been revoked", code="token_revoked")
+        if row.used_at is not None:
+            # The revocation commits (the unit ends cleanly) before the refusal is raised.
+            reused = row.family
+            revoke_family(reused)
+        else:
+            row.used_at = utcnow()
+            return _issue(user, row.family, fresh=False)
+    control.end_sessions(reason="session_revoked", family=reused)
+    raise Unauthorized("This refresh token was already used; the session is revoked",
+                       code="token_reused")
 
 
 def revoke_family(family: str) -> int:
@@ -95,21 +93,22 @@ def revoke_user_sessions(user_id: int) -> int:
 def logout(claims: dict, refresh_token: str | None = None) -> None:
     """End the session the token belongs to: the token, the session's refresh tokens and
     the sockets opened with it, on every web process."""
-    revoke_token(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
     families = [claims["fam"]] if claims.get("fam") else []
+    other = None
     if refresh_token and claims.get("type") == "access":
         try:
             other = decode_token(refresh_token, allow_expired=True)
         except Exception:  # noqa: BLE001 - an undecodable token is simply not revoked
             other = None
+    with atomic():
+        revoke_token(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
         if other is not None:
             revoke_token(other["jti"], datetime.fromtimestamp(other["exp"], UTC))
             if other.get("fam") and other.get("fam") not in families \
                     and str(other.get("sub")) == str(claims["sub"]):
                 families.append(other["fam"])
-    for family in families:
-        revoke_family(family)
-    db.session.commit()
+        for family in families:
+            revoke_family(family)
     control.end_sessions(reason="logout", jti=claims["jti"],
                          family=families[0] if families else None)
     for family in families[1:]:
