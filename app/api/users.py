@@ -7,9 +7,6 @@ from flask_smorest import Blueprint
 
 from app.api.schemas import ListQuerySchema, UserUpdateSchema
 from app.auth import role_required
-from app.extensions import db
-from app.models import User
-from app.pagination import paginate
 from app.serializers import user_dict
 from app.services import users as user_service
 
@@ -21,8 +18,8 @@ blp = Blueprint("users", __name__, description="Users (admin)")
 @blp.arguments(ListQuerySchema, location="query")
 def list_users(args):
     """Every user, newest first."""
-    return jsonify(paginate(db.select(User), User.id, user_dict,
-                            cursor=args["cursor"], limit=args["limit"]))
+    page = user_service.list_users(cursor=args["cursor"], limit=args["limit"])
+    return jsonify({**page, "items": [user_dict(user) for user in page["items"]]})
 
 
 @blp.route("/users/<int:user_id>", methods=["PATCH"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import secrets
 from functools import cache
+from typing import Any
 
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -11,6 +12,7 @@ from app.errors import Conflict, NotFound, Unauthorized, ValidationError
 from app.extensions import db
 from app.models import User
 from app.models.core import ROLES, normalize_email
+from app.pagination import paginate
 from app.services import events, sessions
 from app.services.transaction import atomic
 
@@ -85,6 +87,14 @@ def get_user(user_id: int) -> User:
     if user is None:
         raise NotFound("User not found")
     return user
+
+
+def list_users(*, cursor: str | None, limit: Any) -> dict:
+    """Every user, newest first: a page of ``User`` rows (``items``) and the next cursor.
+
+    Rows, not dicts: the view serializes them (serializers live at the API edge).
+    """
+    return paginate(select(User), User.id, lambda user: user, cursor=cursor, limit=limit)
 
 
 def _is_last_active_admin(user: User) -> bool:
