@@ -32,7 +32,7 @@ from app.realtime.emit import (
     job_room,
     user_room,
 )
-from app.services import presence, replay, rooms
+from app.services import joins, presence, replay, rooms
 
 log = logging.getLogger(__name__)
 
@@ -351,11 +351,11 @@ class EpisodesNamespace(AuthenticatedNamespace):
             return _ack_error("validation_error", "episode_id is required")
         try:
             with io_slot():
-                if not rooms.episode_exists(episode_id):
-                    return _ack_error("not_found", "Episode not found")
-                self._join_replaying(episode_room(episode_id), data)
-                got = presence.view(sid=request.sid, user_id=conn.user_id, name=conn.name,
-                                    resource_type="episode", resource_id=episode_id)
+                got = joins.join_episode(
+                    sid=request.sid, user_id=conn.user_id, name=conn.name, episode_id=episode_id,
+                    enter=lambda: self._join_replaying(episode_room(episode_id), data))
+        except joins.EpisodeMissing:
+            return _ack_error("not_found", "Episode not found")
         except Exception as exc:  # noqa: BLE001 - database or store trouble: a clear ack
             db.session.rollback()
             log.warning("join failed: %s", exc)
