@@ -12,7 +12,6 @@ from app.models import Episode
 from app.pagination import paginate
 from app.serializers import episode_dict
 from app.services import episodes as episode_service
-from app.services import presence as presence_service
 
 blp = Blueprint("episodes", __name__, description="Episodes")
 
@@ -43,9 +42,8 @@ def create_episode(data):
 @jwt_required()
 def get_episode(episode_id: int):
     """The episode plus who is viewing it now."""
-    body = episode_dict(episode_service.get_episode(episode_id))
-    body["viewers"] = presence_service.viewers_of("episode", episode_id)
-    return jsonify(body)
+    episode, viewers = episode_service.get_episode_with_viewers(episode_id)
+    return jsonify({**episode_dict(episode), "viewers": viewers})
 
 
 @blp.route("/episodes/<int:episode_id>", methods=["PATCH"])

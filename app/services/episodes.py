@@ -7,7 +7,7 @@ from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import Episode, User, utcnow
 from app.serializers import episode_dict
-from app.services import events
+from app.services import events, presence
 from app.services import files as file_service
 from app.services.transaction import atomic
 
@@ -19,6 +19,12 @@ def get_episode(episode_id: int) -> Episode:
     if episode is None:
         raise NotFound("Episode not found")
     return episode
+
+
+def get_episode_with_viewers(episode_id: int) -> tuple[Episode, list[dict]]:
+    """The episode and who views it now (``GET /episodes/<id>``): one call for the view."""
+    episode = get_episode(episode_id)
+    return episode, presence.viewers_of("episode", episode_id)
 
 
 def create_episode(actor: User, data: dict[str, Any]) -> Episode:
