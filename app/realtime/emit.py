@@ -8,7 +8,7 @@ client connected to any web process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from socketio import RedisManager
 
@@ -110,7 +110,10 @@ def routes_for(event: DomainEvent) -> list[Route]:
     payload = event.payload or {}
     name = event.name
     routes: list[Route] = []
-    if payload.get("_rooms"):  # explicitly addressed (admin broadcast)
+    if "_batch" in payload:  # one user room each (notification pushes of one claim)
+        routes.extend((payload["_batch"]["namespace"], user_room(user_id))
+                      for user_id, _own in payload["_batch"]["users"])
+    elif payload.get("_rooms"):  # explicitly addressed (admin broadcast)
         routes.extend((ns, room) for ns, room in payload["_rooms"])
     elif name == "episode_created":
         routes.append((EPISODES, ROOM_ALL))
@@ -150,6 +153,42 @@ def event_envelope(event: DomainEvent, actor: User | None) -> dict:
     )
 
 
+def batch_envelope(event_id: int, name: str, batch: dict, own: dict) -> dict:
+    """One user's envelope of a ``_batch`` event: the shared ``base`` and its ``own`` parts.
+
+    Every user of the batch gets the event's id: each user appears once per event, so it is
+    still one id per envelope a client sees, increasing, as ``last_event_id`` needs.
+    """
+    base = batch["base"]
+    return envelope(name, {**base["data"], **own.get("data", {})}, event_id=event_id,
+                    actor=own["actor"] if "actor" in own else base.get("actor"),
+                    timestamp=own.get("timestamp") or base.get("timestamp"))
+
+
+def batch_envelope_for(entry: dict, namespace: str, allowed: Callable[[str], bool]) -> dict | None:
+    """The envelope of a ``batch`` history entry for a socket of ``namespace`` that may see
+    the rooms ``allowed`` accepts: its user's own, never another user's; None if none."""
+    batch = entry["batch"]
+    if batch["namespace"] != namespace:
+        return None
+    for user_id, own in batch["users"]:
+        if allowed(user_room(user_id)):
+            return batch_envelope(entry["id"], entry["name"], batch, own)
+    return None
+
+
+def history_entry(event: DomainEvent, actor: User | None) -> dict:
+    """What replay keeps of a delivered event: ``{"id", "name", "routes", "envelope"}``, or
+    for a ``_batch`` event ``{"id", "name", "routes": [], "batch"}`` (its compact payload:
+    replay builds the one envelope a socket may see, not one per user)."""
+    payload = event.payload or {}
+    if "_batch" in payload:
+        return {"id": event.id, "name": event.name, "routes": [], "batch": payload["_batch"]}
+    return {"id": event.id, "name": event.name,
+            "routes": [list(route) for route in routes_for(event)],
+            "envelope": event_envelope(event, actor)}
+
+
 def emit_domain_events(events: list[DomainEvent]) -> int:
     """Delivery step: every event of a batch to its rooms, in id order, in one pipeline."""
     from app.services import replay
@@ -160,11 +199,15 @@ def emit_domain_events(events: list[DomainEvent]) -> int:
     remembered = []
     for event in events:
         actor = actors.get(event.actor_id) if event.actor_id else None
-        payload = event_envelope(event, actor)
-        routes = routes_for(event)
-        messages.extend((route, event.name, payload) for route in routes)
-        remembered.append({"id": event.id, "name": event.name,
-                           "routes": [list(route) for route in routes], "envelope": payload})
+        entry = history_entry(event, actor)
+        if "batch" in entry:
+            batch = entry["batch"]
+            messages.extend(((batch["namespace"], user_room(user_id)), event.name,
+                             batch_envelope(event.id, event.name, batch, own))
+                            for user_id, own in batch["users"])
+        else:
+            messages.extend((tuple(route), event.name, entry["envelope"]) for route in entry["routes"])
+        remembered.append(entry)
     sent = emit_many(messages)
     replay.remember(remembered)  # the shared history reconnecting clients replay from
     return sent

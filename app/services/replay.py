@@ -49,7 +49,9 @@ KEY = "ec:replay"
 FLOOR_KEY = "ec:replay:floor"
 PURGED_MARK = "purged_through"
 
-Entry = dict  # {"id", "name", "routes": [[namespace, room], ...], "envelope": {...}}
+# {"id", "name", "routes": [[namespace, room], ...], "envelope": {...}}, or for the pushes of
+# one notification claim {"id", "name", "routes": [], "batch": {...}}: see emit.history_entry.
+Entry = dict
 
 # KEYS: the set, the floor. ARGV: cap, then id, member pairs.
 _REMEMBER = """
@@ -221,7 +223,7 @@ def history_after(after_id: int) -> History:
 
 
 def _from_database(after_id: int, most: int) -> History:
-    from app.realtime.emit import event_envelope, routes_for
+    from app.realtime.emit import history_entry
 
     purged = db.session.get(OutboxMark, PURGED_MARK)
     if purged is not None and after_id < purged.value:
@@ -238,8 +240,7 @@ def _from_database(after_id: int, most: int) -> History:
     actor_ids = {r.actor_id for r in rows if r.actor_id}
     actors = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} \
         if actor_ids else {}
-    entries = [{"id": r.id, "name": r.name, "routes": [list(x) for x in routes_for(r)],
-                "envelope": event_envelope(r, actors.get(r.actor_id))} for r in rows]
+    entries = [history_entry(r, actors.get(r.actor_id)) for r in rows]
     return History(entries=entries, source="database")
 
 
