@@ -138,6 +138,8 @@ def routes_for(event: DomainEvent) -> list[Route]:
 
 def event_envelope(event: DomainEvent, actor: User | None) -> dict:
     payload = event.payload or {}
+    if "_batch" in payload:  # one envelope per user: never all users' data in one
+        raise ValueError("a _batch event has one envelope per user (batch_envelope)")
     if "_rooms" in payload:  # addressed, its envelope prepared ("_actor", "_timestamp": optional)
         return envelope(event.name, payload.get("data") or {}, event_id=event.id,
                         actor=payload["_actor"] if "_actor" in payload
