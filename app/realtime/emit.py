@@ -161,8 +161,8 @@ def batch_envelope(event_id: int, name: str, batch: dict, own: dict) -> dict:
     Every user of the batch gets the event's id: each user appears once per event, so it is
     still one id per envelope a client sees, increasing, as ``last_event_id`` needs.
     """
-    base = batch["base"]
-    return envelope(name, {**base["data"], **own.get("data", {})}, event_id=event_id,
+    base = batch["base"]  # own keys first: a broadcast's data keeps the order of a single push
+    return envelope(name, {**own.get("data", {}), **base["data"]}, event_id=event_id,
                     actor=own["actor"] if "actor" in own else base.get("actor"),
                     timestamp=own.get("timestamp") or base.get("timestamp"))
 
