@@ -232,6 +232,8 @@ def _sites() -> list[tuple[str, int, str | None, set[str], bool]]:
                                if isinstance(k, ast.Constant) and k.value == "payload")
                 keys, open_ended = _dict_keys(payload, builder, {})
                 sites.append((where, call.lineno, call.args[0].value, keys, open_ended))
+            elif callee == "batch_events" and call.args and isinstance(call.args[0], ast.Constant):
+                sites.append((where, call.lineno, call.args[0].value, {"_batch"}, False))
             elif callee in ("store_file", "add_file") and not (
                     path == "app/services/files.py" and fn and fn.name == "store_file"):
                 name_node = _argument(files_functions["add_file"], call, "event_name")

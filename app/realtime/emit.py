@@ -9,7 +9,7 @@ connected to any web process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from socketio import RedisManager
 
@@ -111,7 +111,10 @@ def routes_for(event: DomainEvent) -> list[Route]:
     payload = event.payload or {}
     name = event.name
     routes: list[Route] = []
-    if payload.get("_rooms"):  # explicitly addressed (admin broadcast)
+    if "_batch" in payload:  # one user room each (notification pushes of one claim)
+        routes.extend((payload["_batch"]["namespace"], user_room(user_id))
+                      for user_id, _own in payload["_batch"]["users"])
+    elif payload.get("_rooms"):  # explicitly addressed (admin broadcast)
         routes.extend((ns, room) for ns, room in payload["_rooms"])
     elif name == "episode_created":
         routes.append((EPISODES, ROOM_ALL))
@@ -136,6 +139,8 @@ def routes_for(event: DomainEvent) -> list[Route]:
 
 def event_envelope(event: DomainEvent, actor: User | None) -> dict:
     payload = event.payload or {}
+    if "_batch" in payload:  # one envelope per user: never all users' data in one
+        raise ValueError("a _batch event has one envelope per user (batch_envelope)")
     if "_rooms" in payload:  # addressed, its envelope prepared ("_actor", "_timestamp": optional)
         return envelope(event.name, payload.get("data") or {}, event_id=event.id,
                         actor=payload["_actor"] if "_actor" in payload
@@ -149,3 +154,40 @@ def event_envelope(event: DomainEvent, actor: User | None) -> dict:
         actor={"id": actor.id, "name": actor.name} if actor is not None else None,
         timestamp=isoformat(event.created_at),
     )
+
+
+def batch_envelope(event_id: int, name: str, batch: dict, own: dict) -> dict:
+    """One user's envelope of a ``_batch`` event: the shared ``base`` and its ``own`` parts.
+
+    Every user of the batch gets the event's id: each user appears once per event, so it is
+    still one id per envelope a client sees, increasing, as ``last_event_id`` needs.
+    """
+    base = batch["base"]  # own keys first: a broadcast's data keeps the order of a single push
+    return envelope(name, {**own.get("data", {}), **base["data"]}, event_id=event_id,
+                    actor=own["actor"] if "actor" in own else base.get("actor"),
+                    timestamp=own.get("timestamp") or base.get("timestamp"))
+
+
+def batch_envelope_for(entry: dict, namespace: str, allowed: Callable[[str], bool]) -> dict | None:
+    """The envelope of a ``batch`` history entry for a socket of ``namespace`` that may see
+    the rooms ``allowed`` accepts: its user's own, never another user's; None if none."""
+    batch = entry["batch"]
+    if batch["namespace"] != namespace:
+        return None
+    for user_id, own in batch["users"]:
+        if allowed(user_room(user_id)):
+            return batch_envelope(entry["id"], entry["name"], batch, own)
+    return None
+
+
+def history_entry(event: DomainEvent, actor: User | None) -> dict:
+    """What replay keeps of a delivered event: ``{"id", "name", "routes", "envelope"}``, or
+    for a ``_batch`` event ``{"id", "name", "routes": [], "batch"}`` (its compact payload:
+    replay builds the one envelope a socket may see, not one per user)."""
+    payload = event.payload or {}
+    if "_batch" in payload:
+        return {"id": event.id, "name": event.name, "routes": [], "batch": payload["_batch"]}
+    return {"id": event.id, "name": event.name,
+            "routes": [list(route) for route in routes_for(event)],
+            "envelope": event_envelope(event, actor)}
+

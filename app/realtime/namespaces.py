@@ -27,6 +27,7 @@ from app.realtime.emit import (
     JOBS,
     ROOM_ADMINS,
     ROOM_ALL,
+    batch_envelope_for,
     envelope,
     episode_room,
     job_room,
@@ -249,11 +250,17 @@ class AuthenticatedNamespace(Namespace):
                 event_id=None, actor=None))
             return max(newest, after_id)
         last = after_id
+
+        def allowed(r: str) -> bool:
+            return r == room if room is not None else self.may_see_room(user, r)
+
         for entry in history.entries:
             last = max(last, entry["id"])
-            if any(ns == self.namespace and (r == room if room is not None
-                                             else self.may_see_room(user, r))
-                   for ns, r in entry["routes"]):
+            if "batch" in entry:  # one envelope per user: this socket's user's own, if any
+                own = batch_envelope_for(entry, self.namespace, allowed)
+                if own is not None:
+                    self._emit_here(sid, entry["name"], own)
+            elif any(ns == self.namespace and allowed(r) for ns, r in entry["routes"]):
                 self._emit_here(sid, entry["name"], entry["envelope"])
         return last
 

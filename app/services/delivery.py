@@ -57,11 +57,16 @@ def emit_domain_events(events: list[DomainEvent]) -> int:
     remembered = []
     for event in events:
         actor = actors.get(event.actor_id) if event.actor_id else None
-        payload = emit.event_envelope(event, actor)
-        routes = emit.routes_for(event)
-        messages.extend((route, event.name, payload) for route in routes)
-        remembered.append({"id": event.id, "name": event.name,
-                           "routes": [list(route) for route in routes], "envelope": payload})
+        entry = emit.history_entry(event, actor)
+        if "batch" in entry:  # one claim's notification pushes: each user its own envelope
+            batch = entry["batch"]
+            messages.extend(((batch["namespace"], emit.user_room(user_id)), event.name,
+                             emit.batch_envelope(event.id, event.name, batch, own))
+                            for user_id, own in batch["users"])
+        else:
+            messages.extend((tuple(route), event.name, entry["envelope"])
+                            for route in entry["routes"])
+        remembered.append(entry)
     sent = emit.emit_many(messages)
     replay.remember(remembered)  # the shared history reconnecting clients replay from
     return sent

@@ -54,7 +54,9 @@ SCHEMAS: dict[str, dict[Any, Any]] = {
     "user_reactivated": {"user_id": int},
     # Real-time only, one user's /feed room (notifications ``push.user_event``): the envelope
     # is prepared at record time so neither the emit nor a replay reads a row.
-    "notification": PUSH,
+    # A dispatch claim's pushes are one event (``push.batch_events``): each user in
+    # ``_batch.users`` gets its own envelope built from ``base`` and its own part.
+    "notification": {"_batch": dict},
     "notification_read": PUSH,
 }
 

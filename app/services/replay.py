@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import DomainEvent, OutboxMark, User
-from app.realtime.emit import event_envelope, routes_for
+from app.realtime.emit import history_entry
 from app.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ KEY = "ec:replay"
 FLOOR_KEY = "ec:replay:floor"
 PURGED_MARK = "purged_through"
 
-Entry = dict  # {"id", "name", "routes": [[namespace, room], ...], "envelope": {...}}
+# {"id", "name", "routes": [[namespace, room], ...], "envelope": {...}}, or for the pushes of
+# one notification claim {"id", "name", "routes": [], "batch": {...}}: see emit.history_entry.
+Entry = dict
 
 # KEYS: the set, the floor. ARGV: cap, then id, member pairs.
 _REMEMBER = """
@@ -237,8 +239,7 @@ def _from_database(after_id: int, most: int) -> History:
     actor_ids = {r.actor_id for r in rows if r.actor_id}
     actors = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} \
         if actor_ids else {}
-    entries = [{"id": r.id, "name": r.name, "routes": [list(x) for x in routes_for(r)],
-                "envelope": event_envelope(r, actors.get(r.actor_id))} for r in rows]
+    entries = [history_entry(r, actors.get(r.actor_id)) for r in rows]
     return History(entries=entries, source="database")
 
 

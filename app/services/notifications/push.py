@@ -85,7 +85,7 @@ def _claim_and_decide(condition: ColumnElement[bool], now: datetime, limit: int 
     positions = rate_positions([(r.id, r.user_id) for r in rows], now)
     if actors is None:
         actors = _actors_of({r.event_id for r in rows if r.event_id})
-    pushes: list[dict] = []
+    pushes: list[Push] = []
     notes: list[decisions.Note] = []
     for row in rows:
         position = positions.get(row.id, 0)
@@ -93,9 +93,8 @@ def _claim_and_decide(condition: ColumnElement[bool], now: datetime, limit: int 
                                  over_rate_limit=position > limit_per_hour)
         notes += _notes(row, decision, prefs[row.user_id].channels_for(row.type), position)
         if decision.push:
-            pushes.append(user_event(
-                "notification", row.user_id, notification_payload(row), resource_id=row.id,
-                actor=actors.get(row.event_id), timestamp=isoformat(row.deliver_at or row.created_at)))
+            pushes.append(Push(row.user_id, notification_payload(row), actors.get(row.event_id),
+                               isoformat(row.deliver_at or row.created_at)))
             result.pushed.append(row.id)
         if decision.email:
             result.emailed.append(row.id)
@@ -103,7 +102,7 @@ def _claim_and_decide(condition: ColumnElement[bool], now: datetime, limit: int 
             result.held.append(row.id)
         elif not decision.push and not decision.email:
             result.dropped.append(row.id)
-    events.record_many(pushes)
+    events.record_many(batch_events("notification", pushes))
     decisions.note_many(notes)
     for held in id_in(Notification.id, result.held):
         db.session.execute(update(Notification).where(held).values(digest_pending=True)
@@ -161,6 +160,60 @@ def user_event(name: str, user_id: int, data: dict, *, resource_id: int | None =
             "resource_id": resource_id,
             "payload": {"_rooms": [[FEED, user_room(user_id)]], "data": data, "_actor": actor,
                         **({"_timestamp": timestamp} if timestamp else {})}}
+
+
+@dataclass(frozen=True)
+class Push:
+    """One user's envelope parts, before :func:`batch_events` groups them."""
+
+    user_id: int
+    data: dict
+    actor: dict | None
+    timestamp: str | None
+
+
+_MISSING = object()
+
+
+def batch_events(name: str, pushes: Sequence[Push]) -> list[dict]:
+    """The outbox specs of a claim's pushes: ONE event for all of them (not one per user).
+
+    Delivery emits it to each user's own /feed room with that user's envelope, and replay
+    gives a user only its own (``emit.batch_envelope``): one outbox row, one emit batch and
+    one replay entry per claim instead of one per user, so a 10,000-user broadcast is ten
+    events, not 10,000 (and a client away during it stays within ``REPLAY_LIMIT``).
+    The payload is compact: ``base`` holds the envelope parts every push shares (for a
+    broadcast all but the notification's ``id`` and ``user_id``), ``users`` each user's id
+    and what differs. Every user appears once per event (the envelope id is the event's,
+    shared by its users): a user with two rows in one claim gets a second event.
+    """
+    layers: list[list[Push]] = []
+    depth: dict[int, int] = {}
+    for push in pushes:
+        level = depth.get(push.user_id, 0)
+        depth[push.user_id] = level + 1
+        if level == len(layers):
+            layers.append([])
+        layers[level].append(push)
+    return [_batch_event(name, layer) for layer in layers]
+
+
+def _batch_event(name: str, pushes: list[Push]) -> dict:
+    first = pushes[0]
+    data = {k: v for k, v in first.data.items()
+            if all(p.data.get(k, _MISSING) == v for p in pushes)}
+    base: dict = {"data": data}
+    for part in ("actor", "timestamp"):
+        if all(getattr(p, part) == getattr(first, part) for p in pushes):
+            base[part] = getattr(first, part)
+    users = []
+    for push in pushes:
+        own: dict = {"data": {k: v for k, v in push.data.items() if k not in data}}
+        own.update({part: getattr(push, part) for part in ("actor", "timestamp") if part not in base})
+        users.append([push.user_id, own])
+    return {"name": name, "action": "", "actor": None, "resource_type": "notification",
+            "resource_id": first.data.get("id") if len(pushes) == 1 else None,
+            "payload": {"_batch": {"namespace": FEED, "base": base, "users": users}}}
 
 
 def _actors_of(event_ids: set[int]) -> dict[int, dict]:
