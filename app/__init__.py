@@ -35,12 +35,12 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     # (404 from routing), never an overflow error from the database.
     app.url_map.converters["int"] = BoundedIntConverter
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    from app import logs
-
-    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
     # Imported here, not at the top: importing any ``app.x`` first runs this package, and
     # these modules import ``app.x`` modules themselves (the composition root comes last).
+    from app import logs
+
+    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     from app import models  # noqa: F401 - register every table on the metadata
     from app.api import register_blueprints
     from app.auth import init_auth

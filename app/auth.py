@@ -29,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import make_transient_to_detached, object_session
 from sqlalchemy.orm.util import identity_key
 
+from app import logs
 from app.errors import DatabaseUnavailable, Forbidden, database_unavailable, error_response
 from app.extensions import db, jwt
 from app.models import RevokedToken, User, utcnow
@@ -265,8 +266,6 @@ def init_auth(app: Flask) -> None:
 
     @jwt.user_lookup_loader
     def _lookup(_header, claims) -> User | None:
-        from app import logs
-
         logs.bind(user_id=int(claims["sub"]))  # every later log line of this request names it
         stashed = g.pop("ec_token_user", None)
         if stashed is not None and stashed[0] == claims["jti"]:

@@ -12,7 +12,8 @@ app/server.py, which calls ``send`` and ``close`` below.
 
 Only connections without an extension take this path: with permessage-deflate negotiated
 (``SOCKETIO_WS_COMPRESSION=1``) the library's reader stays, zlib state being the larger cost
-there anyway. Tested end to end by tests/test_e2e_eventlet_ws.py.
+there anyway. Tested end to end by tests/test_e2e_eventlet_ws.py. Imported by app/server.py
+in eventlet mode only, so eventlet's modules are imported at the top here.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ import logging
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from engineio import exceptions, packet
+from eventlet import spawn_n
+from eventlet.hubs import get_hub, trampoline
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +108,6 @@ class HubWebSocket:
     # -- reading: a hub callback, then a green thread while there is something to read
     def listen(self) -> None:
         """Wait for bytes as a read listener on the hub (no green thread)."""
-        from eventlet.hubs import get_hub
-
         hub = get_hub()
         readable = self._readable  # one bound method for both callbacks, not two
         self.listener = hub.add(hub.READ, self.sock.fileno(), readable, readable, None)
@@ -114,15 +117,11 @@ class HubWebSocket:
 
     def _unlisten(self) -> None:
         if self.listener is not None:
-            from eventlet.hubs import get_hub
-
             get_hub().remove(self.listener)
             self.listener = None
 
     def _readable(self, _fileno: int) -> None:
         """Hub callback: must not block, so a green thread does the reading."""
-        from eventlet import spawn_n
-
         self._unlisten()
         if not self.closed:
             spawn_n(self._read)
@@ -214,8 +213,6 @@ class HubWebSocket:
 
     def _deliver(self, data: str | bytes) -> None:
         """The library handler's loop body: one message to Engine.IO."""
-        from engineio import exceptions, packet
-
         eio = self.eio
         try:
             eio.receive(packet.Packet(encoded_packet=data))
@@ -245,8 +242,6 @@ class HubWebSocket:
     def send(self, message: str | bytes) -> None:
         """Send one message (or a ``RawFrame``), waiting on the hub while the kernel's
         buffer is full."""
-        from eventlet.hubs import trampoline
-
         if isinstance(message, RawFrame):
             data = bytes(message)
         elif isinstance(message, str):
@@ -280,8 +275,6 @@ class HubWebSocket:
         self.sock.close()
         counts["open"] -= 1
         if not finishing and not (self.eio.closed or self.eio.closing):
-            from eventlet import spawn_n
-
             spawn_n(self._finish)
 
 

@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from celery import signals
 from flask import Flask, g, request
 
 FIELDS = ("request_id", "user_id", "event_id", "task_id")
@@ -144,8 +145,6 @@ def init_request_ids(app: Flask) -> None:
 
 def install_celery_signals() -> None:
     """Carry the context in task headers and restore it around each task (once per process)."""
-    from celery import signals
-
     signals.before_task_publish.connect(_publish_context, weak=False, dispatch_uid="ec_log_publish")
     signals.task_prerun.connect(_restore_context, weak=False, dispatch_uid="ec_log_prerun")
     signals.task_postrun.connect(_clear_context, weak=False, dispatch_uid="ec_log_postrun")

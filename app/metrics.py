@@ -31,7 +31,10 @@ _MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 if _MULTIPROC_DIR:
     os.makedirs(_MULTIPROC_DIR, exist_ok=True)  # before the first sample is written
 
+import redis  # noqa: E402
+from celery.signals import worker_process_shutdown  # noqa: E402
 from flask import Flask, Response, current_app, g, request  # noqa: E402
+from kombu.transport.memory import Channel  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -43,6 +46,12 @@ from prometheus_client import (  # noqa: E402
 )
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from app.errors import Forbidden, Unauthorized, rollback_quietly  # noqa: E402
+from app.extensions import db  # noqa: E402
+from app.models import DomainEvent  # noqa: E402
+from app.tasks import QUEUES  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +174,6 @@ class ScrapeTimeCollector:
         yield from self._queues()
 
     def _outbox(self) -> Iterator[GaugeMetricFamily]:
-        from sqlalchemy import func, select
-
-        from app.errors import rollback_quietly
-        from app.extensions import db
-        from app.models import DomainEvent
-
         try:
             count, oldest = db.session.execute(
                 select(func.count(), func.min(DomainEvent.created_at))
@@ -206,15 +209,11 @@ _broker_clients: dict[str, object] = {}
 def queue_depths(app: Flask) -> dict[str, int] | None:
     """Messages waiting per queue: Redis list lengths, or the in-process memory broker's
     queues (embedded mode: only this process's, which is the whole broker there)."""
-    from app.tasks import QUEUES
-
     celery = app.extensions.get("celery")
     if celery is None:
         return None
     url = celery.conf.broker_url or ""
     if url.startswith("memory://"):
-        from kombu.transport.memory import Channel
-
         return {name: (Channel.queues[name].qsize() if name in Channel.queues else 0)
                 for name in QUEUES}
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -236,8 +235,6 @@ def queue_depths(app: Flask) -> dict[str, int] | None:
 
 
 def _broker_client(url: str):
-    import redis
-
     client = _broker_clients.get(url)
     if client is None:
         # Short timeouts: a stalled broker must not hold the scrape for long.
@@ -281,8 +278,6 @@ def _allowed_networks(value: str) -> list:
 
 def _check_access() -> None:
     """Bearer token or allowed client address; else 401 (no/other scheme) or 403."""
-    from app.errors import Forbidden, Unauthorized
-
     config = current_app.config
     token = config.get("METRICS_TOKEN") or ""
     header = request.headers.get("Authorization", "")
@@ -348,8 +343,6 @@ atexit.register(mark_dead)
 
 
 def _connect_celery_signals() -> None:
-    from celery.signals import worker_process_shutdown
-
     # A prefork child that exits (max tasks, a crash the parent notices) is not a web
     # process and holds no sockets, but its pid may be reused: mark it dead either way.
     worker_process_shutdown.connect(lambda **_: mark_dead(), weak=False)

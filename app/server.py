@@ -190,6 +190,7 @@ def write_websockets_on_demand() -> None:
     from engineio import base_server, packet
     from engineio import socket as eio_socket
 
+    # eventlet mode only, like the imports above (app.eventlet_ws imports eventlet).
     from app import eventlet_ws
     from app.eventlet_ws import adopt
 
@@ -320,7 +321,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
     def _cleanup_and_exit() -> None:
         try:
             if mode == "eventlet":
-                from app.eventlet_ws import counts
+                from app.eventlet_ws import counts  # eventlet mode only (imports eventlet)
 
                 log.info("websockets read by hub listeners: %(adopted)s adopted, %(open)s open",
                          counts)
@@ -351,7 +352,7 @@ def serve(app: Flask, *, host: str, port: int) -> None:
         kwargs["protocol"] = _small_buffer_protocol()
         schedule_pings_on_the_hub()
         write_websockets_on_demand()
-        from app import eventlet_ws
+        from app import eventlet_ws  # eventlet mode only (imports eventlet)
 
         eventlet_ws.limit = cap  # adopted websockets leave the GreenPool: cap them here
     elif mode == "threading":

@@ -7,6 +7,8 @@ from marshmallow import Schema, fields, validate
 
 from app.api.schemas import StrictSchema
 from app.auth import role_required
+from app.extensions import ErrorEnvelopeSchema
+from app.services import timeline
 from app.services.event_stats import pipeline_stats
 
 blp = Blueprint("events", __name__, description="Event pipeline statistics")
@@ -103,8 +105,6 @@ class NotificationTimelineSchema(Schema):
 
 
 def _errors_doc(fn):
-    from app.extensions import ErrorEnvelopeSchema
-
     fn = blp.alt_response(404, schema=ErrorEnvelopeSchema, description="Not found (or purged "
                           "after the outbox retention period)")(fn)
     return blp.alt_response(403, schema=ErrorEnvelopeSchema, description="Not an admin")(fn)
@@ -117,8 +117,6 @@ def _errors_doc(fn):
 def event_timeline(event_id: int):
     """An event's delivery path: recorded, claimed, emitted to which rooms, delivered,
     failed attempts with their errors, and the notification decisions it caused (admin)."""
-    from app.services import timeline
-
     return jsonify(timeline.event_timeline(event_id))
 
 
@@ -129,8 +127,6 @@ def event_timeline(event_id: int):
 def user_event_timeline(event_id: int, user_id: int):
     """Every notification decision about one user for one event, also when it produced
     no notification ("why didn't I get this?"; admin)."""
-    from app.services import timeline
-
     return jsonify(timeline.user_event_timeline(event_id, user_id))
 
 
@@ -141,6 +137,4 @@ def user_event_timeline(event_id: int, user_id: int):
 def notification_timeline(notification_id: int):
     """Every decision behind one notification: rule, preferences, quiet hours, rate limit,
     digest, channels, push and email (admin)."""
-    from app.services import timeline
-
     return jsonify(timeline.notification_timeline(notification_id))

@@ -11,12 +11,15 @@ database is up, since the API keeps working then (Redis is a cache and a transpo
 """
 from __future__ import annotations
 
+from datetime import UTC
+
 from flask import current_app, jsonify
 from flask_smorest import Blueprint
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from app.errors import rollback_quietly
 from app.extensions import db
+from app.models import DomainEvent, utcnow
 from app.redis_client import get_redis
 
 blp = Blueprint("health", __name__, description="Service health")
@@ -107,10 +110,6 @@ def _outbox_lag_seconds() -> float | None:
     An event waiting out a failure backoff is left out: one bad event must not take every
     web process out of rotation (the outbox-age alert reports it instead).
     """
-    from sqlalchemy import func, select
-
-    from app.models import DomainEvent, utcnow
-
     try:
         oldest = db.session.scalar(select(func.min(DomainEvent.created_at)).where(
             DomainEvent.delivered_at.is_(None), DomainEvent.last_error.is_(None)))
@@ -121,8 +120,6 @@ def _outbox_lag_seconds() -> float | None:
     if oldest is None:
         return 0.0
     if oldest.tzinfo is None:
-        from datetime import UTC
-
         oldest = oldest.replace(tzinfo=UTC)
     return max(0.0, (utcnow() - oldest).total_seconds())
 

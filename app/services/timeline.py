@@ -22,7 +22,7 @@ from sqlalchemy import delete, insert, or_, select
 
 from app.errors import NotFound
 from app.extensions import db
-from app.models import DomainEvent, Notification, isoformat, utcnow
+from app.models import DomainEvent, Notification, User, isoformat, utcnow
 from app.models.timeline import DeliveryStep, NotificationDecision
 
 
@@ -142,8 +142,6 @@ def event_timeline(event_id: int) -> dict:
 
 def user_event_timeline(event_id: int, user_id: int) -> dict:
     """Every decision taken for one user about one event (also when none made a notification)."""
-    from app.models import User
-
     event = _event_or_404(event_id)
     if db.session.get(User, user_id) is None:
         raise NotFound("User not found", details={"user_id": user_id})
@@ -159,6 +157,7 @@ def user_event_timeline(event_id: int, user_id: int) -> dict:
     found = [_decision_json(row) for row in decisions]
     if not any(row["user_id"] == user_id for row in found):
         # Nothing was decided about this user: say why rather than answer with silence.
+        # Here, not at the top: the notifications package's decisions module imports this one.
         from app.services.notifications import RULE_EVENTS
 
         reason = (f"no notification rule for {event.name}" if event.name not in RULE_EVENTS
