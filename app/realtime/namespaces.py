@@ -154,9 +154,9 @@ class AuthenticatedNamespace(Namespace):
             raise _refuse("too_many_connections", f"The server holds its maximum of {cap} connections")
         try:
             with io_slot():
-                accepted = presence.socket_connected(sid=sid, user_id=user_id, name=name,
-                                                     namespace=self.namespace,
-                                                     server_id=connections.SERVER_ID)
+                accepted = joins.open_socket(sid=sid, namespace=self.namespace,
+                                             server_id=connections.SERVER_ID, user_id=user_id,
+                                             name=name, token=token, since=since)
         except Exception as exc:  # noqa: BLE001 - presence store trouble: refuse, keep no trace
             connections.remove(sid)
             rollback_quietly()
@@ -169,7 +169,6 @@ class AuthenticatedNamespace(Namespace):
             per_user = current_app.config["MAX_SOCKETS_PER_USER"]
             raise _refuse("too_many_user_connections",
                           f"This user already holds the maximum of {per_user} connections")
-        control.track(sid, self.namespace, user_id, token, since)
         last_event_id = auth.get("last_event_id")
         if isinstance(last_event_id, int) and not isinstance(last_event_id, bool):
             # Rooms are joined after the replay, so missed events arrive before live ones.

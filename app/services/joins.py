@@ -1,4 +1,8 @@
-"""A socket joining an episode's room on /episodes: the whole join in one call.
+"""Sockets coming in: a connect's registration, and a join of an episode's room, each in one call.
+
+A connect, once its token is read and this process has room for it, is seen by presence
+(which refuses a user over ``MAX_SOCKETS_PER_USER``) and then tracked for the session's end
+(``control``): :func:`open_socket`.
 
 The handler parses, rate-limits and acks; the join's work is here, in its order: the
 episode must exist (``rooms``), then the socket enters the room (with the replay of what it
@@ -11,7 +15,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.errors import NotFound
+from app.realtime import control
 from app.services import presence, rooms
+
+
+def open_socket(*, sid: str, namespace: str, server_id: str, user_id: int, name: str,
+                token: str, since: float) -> bool:
+    """Register a connected socket: False when presence refuses it (the user's cap).
+
+    Tracked only once accepted, so a session that ends while it connects still ends it
+    (``control.track`` compares the end with ``since``).
+    """
+    if not presence.socket_connected(sid=sid, user_id=user_id, name=name, namespace=namespace,
+                                     server_id=server_id):
+        return False
+    control.track(sid, namespace, user_id, token, since)
+    return True
 
 
 class EpisodeMissing(NotFound):
