@@ -21,8 +21,8 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379").rstrip("/")
 
 def fresh_database(name: str) -> str:
     """Drop and create ``name``; returns its URL."""
+    drop_database(name)
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
     return f"{PG}/{name}"
 
@@ -44,6 +44,31 @@ def setup_env(db_name: str, redis_db: int) -> dict:
 
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     return dict(os.environ)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def in_process_database(name: str) -> str:
+    """A fresh database ``name`` for a benchmark that runs the app in this process, with no
+    Redis (tasks go to an in-memory broker); its URL."""
+    url = fresh_database(name)
+    os.environ.update({"DATABASE_URL": url, "REDIS_URL": "",
+                       "INSTANCE_DIR": f"/tmp/{name}-instance",
+                       "STORAGE_DIR": f"/tmp/{name}-instance/files"})
+    return url
+
+
+def bench_editor(app, email: str) -> dict:
+    """Migrate ``app``'s database and create an editor: its ``Authorization`` header."""
+    from flask_jwt_extended import create_access_token
+
+    migrate(app)
+    user_id = create_user(app, email)
+    with app.app_context():
+        return {"Authorization": f"Bearer {create_access_token(identity=user_id)}"}
 
 
 def migrate(app) -> None:

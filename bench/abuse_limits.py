@@ -22,17 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import psycopg  # noqa: E402
-
-PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from _common import bench_editor, drop_database, in_process_database, pct  # noqa: E402
 
 
 def main() -> None:
@@ -41,33 +33,17 @@ def main() -> None:
     parser.add_argument("--logins", type=int, default=20)
     args = parser.parse_args()
     name = os.environ.get("BENCH_DB", "ec_bench_limits")
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    os.environ.update({"DATABASE_URL": f"{PG}/{name}", "REDIS_URL": "",
-                       "INSTANCE_DIR": f"/tmp/{name}-instance",
-                       "STORAGE_DIR": f"/tmp/{name}-instance/files"})
-
-    from flask_jwt_extended import create_access_token
-    from flask_migrate import upgrade
+    in_process_database(name)
 
     from app import create_app
     from app.extensions import db
     from app.jobs import service as job_service
-    from app.models import User
     from config import DevelopmentConfig
 
     celery = {**DevelopmentConfig.celery(), "broker_url": "memory://"}
     app = create_app(DevelopmentConfig, CELERY=celery, RATELIMIT_ENABLED=False)
-    with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
-        user = User(email="bench-limits@example.com", name="Bench", role="editor")
-        user.set_password("benchbench")
-        db.session.add(user)
-        db.session.commit()
-        token = create_access_token(identity=user.id)
+    headers = bench_editor(app, "bench-limits@example.com")
     client = app.test_client()
-    headers = {"Authorization": f"Bearer {token}"}
     episode = client.post("/api/v1/episodes", headers=headers,
                           json={"title": "Bench", "episode_number": 1}).json["id"]
 
@@ -95,7 +71,7 @@ def main() -> None:
     job_service._check_queue_cap = real_check
     print(f"POST /jobs, {args.jobs} each, interleaved, 10 of the user's jobs queued")
     for label, values in timings.items():
-        print(f"  {label:9} p50 {statistics.median(values):6.2f} ms  p99 {pct(values, 0.99):6.2f} ms")
+        print(f"  {label:9} p50 {statistics.median(values):6.2f} ms  p99 {pct(values, 99):6.2f} ms")
     ratio = statistics.median(timings["with cap"]) / statistics.median(timings["without"])
     print(f"  ratio with/without (p50): {ratio:.3f}")
 
@@ -115,8 +91,7 @@ def main() -> None:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(name)
 
 
 if __name__ == "__main__":

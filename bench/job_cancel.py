@@ -21,8 +21,7 @@ import statistics
 import threading
 import time
 
-import psycopg
-from _common import PG, ROOT, pct, python_speed
+from _common import bench_editor, in_process_database, pct, python_speed
 
 STEP_MS = 100
 
@@ -32,34 +31,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--requests", type=int, default=20)
     args = parser.parse_args()
-    name = os.environ.get("BENCH_DB", "ec_bench_cancel")
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    os.environ.update({"DATABASE_URL": f"{PG}/{name}", "REDIS_URL": "",
-                       "INSTANCE_DIR": f"/tmp/{name}-instance",
-                       "STORAGE_DIR": f"/tmp/{name}-instance/files"})
-
-    from flask_jwt_extended import create_access_token
-    from flask_migrate import upgrade
+    in_process_database(os.environ.get("BENCH_DB", "ec_bench_cancel"))
 
     from app import create_app
-    from app.extensions import db
     from app.jobs import runner
-    from app.models import User
     from config import DevelopmentConfig
 
     celery = {**DevelopmentConfig.celery(), "broker_url": "memory://"}
     app = create_app(DevelopmentConfig, CELERY=celery, RATELIMIT_ENABLED=False)
-    with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
-        user = User(email="bench-cancel@example.com", name="Bench", role="editor")
-        user.set_password("benchbench")
-        db.session.add(user)
-        db.session.commit()
-        token = create_access_token(identity=user.id)
+    headers = bench_editor(app, "bench-cancel@example.com")
     client = app.test_client()
-    headers = {"Authorization": f"Bearer {token}"}
     episode = client.post("/api/v1/episodes", headers=headers,
                           json={"title": "Bench", "episode_number": 1}).json["id"]
 

@@ -23,15 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from _common import ROOT, in_process_database, pct  # noqa: E402
 
 
 def main() -> None:
@@ -45,15 +39,8 @@ def main() -> None:
         prom_dir = tempfile.mkdtemp(prefix="ec-bench-prom-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir  # before prometheus_client loads
 
-    import psycopg
-
     name = os.environ.get("BENCH_DB", "ec_bench_metrics")
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    os.environ.update({"DATABASE_URL": f"{PG}/{name}", "REDIS_URL": "",
-                       "INSTANCE_DIR": f"/tmp/{name}-instance",
-                       "STORAGE_DIR": f"/tmp/{name}-instance/files"})
+    in_process_database(name)
 
     import logging
 
@@ -108,17 +95,17 @@ def main() -> None:
           "on and off alternating)")
     for kind in kinds:
         on_t, off_t = times[(kind, True)], times[(kind, False)]
-        print(f"  {kind:22s} on p50 {pct(on_t, .5) * 1e3:7.3f} ms p99 {pct(on_t, .99) * 1e3:7.3f} ms"
-              f" | off p50 {pct(off_t, .5) * 1e3:7.3f} ms p99 {pct(off_t, .99) * 1e3:7.3f} ms"
-              f" | ratio p50 {pct(on_t, .5) / pct(off_t, .5):.3f}")
+        print(f"  {kind:22s} on p50 {pct(on_t, 50) * 1e3:7.3f} ms p99 {pct(on_t, 99) * 1e3:7.3f} ms"
+              f" | off p50 {pct(off_t, 50) * 1e3:7.3f} ms p99 {pct(off_t, 99) * 1e3:7.3f} ms"
+              f" | ratio p50 {pct(on_t, 50) / pct(off_t, 50):.3f}")
     scrapes = []
     scraper = on.test_client()
     for _ in range(50):
         start = time.perf_counter()
         assert scraper.get("/metrics").status_code == 200
         scrapes.append(time.perf_counter() - start)
-    print(f"  GET /metrics           p50 {pct(scrapes, .5) * 1e3:7.3f} ms "
-          f"p99 {pct(scrapes, .99) * 1e3:7.3f} ms "
+    print(f"  GET /metrics           p50 {pct(scrapes, 50) * 1e3:7.3f} ms "
+          f"p99 {pct(scrapes, 99) * 1e3:7.3f} ms "
           f"({len(scraper.get('/metrics').data)} bytes)")
     if prom_dir:
         shutil.rmtree(prom_dir, ignore_errors=True)
