@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 
 from flask import current_app
@@ -95,6 +97,17 @@ def deliver_event(event_id: int) -> bool:
     return event_id in deliver_batch(including=event_id)
 
 
+# SQLite (the embedded default: one process) has no row locks to claim with, and its driver
+# reads outside the transaction until the first write: two worker threads would claim and
+# deliver the same batch. One claim at a time in the process there; PostgreSQL claims with
+# SKIP LOCKED instead.
+_LOCAL_CLAIM = threading.Lock()
+
+
+def _claim_guard() -> AbstractContextManager:
+    return nullcontext() if db.engine.dialect.name == "postgresql" else _LOCAL_CLAIM
+
+
 def _claim(ids: Iterable[int] | None, including: int | None, limit: int) -> list[DomainEvent]:
     query = select(DomainEvent).where(DomainEvent.delivered_at.is_(None))
     if ids is not None:
@@ -131,7 +144,7 @@ def _deliver_claimed(ids: Iterable[int] | None, including: int | None, limit: in
     """
     events: list[DomainEvent] = []
     try:
-        with atomic():
+        with _claim_guard(), atomic():
             events = _claim(ids, including, limit)
             if not events:
                 return []
