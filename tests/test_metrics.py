@@ -122,7 +122,8 @@ def test_rolled_back_events_are_not_counted(app, editor):
     assert metrics.EVENTS_RECORDED.labels("episode_created")._value.get() == before
 
 
-def test_outbox_backlog_and_age_are_read_at_scrape_time(app, client, editor):
+def _undelivered_event(app, editor, age: timedelta) -> None:
+    """One event left in the outbox (no wake-up), recorded ``age`` ago."""
     from app.models import User
     from app.services import events
 
@@ -132,8 +133,12 @@ def test_outbox_backlog_and_age_are_read_at_scrape_time(app, client, editor):
                       resource_id=None)
         db.session.info.pop("ec_on_commit", None)  # no wake-up: the event stays undelivered
         db.session.commit()
-        db.session.execute(update(DomainEvent).values(created_at=utcnow() - timedelta(seconds=90)))
+        db.session.execute(update(DomainEvent).values(created_at=utcnow() - age))
         db.session.commit()
+
+
+def test_outbox_backlog_and_age_are_read_at_scrape_time(app, client, editor):
+    _undelivered_event(app, editor, timedelta(seconds=90))
     text = scrape(client)
     assert value(text, "ec_outbox_backlog_events") == 1
     assert 90 <= value(text, "ec_outbox_oldest_undelivered_age_seconds") < 3600
@@ -240,17 +245,7 @@ def test_ready_is_503_when_the_database_is_down():
 
 
 def test_ready_is_503_when_the_outbox_lags(app, editor):
-    from app.models import User
-    from app.services import events
-
-    with app.app_context():
-        user = db.session.get(User, editor.id)
-        events.record("episode_created", action="created", actor=user, resource_type="episode",
-                      resource_id=None)
-        db.session.info.pop("ec_on_commit", None)  # no wake-up: the event stays undelivered
-        db.session.commit()
-        db.session.execute(update(DomainEvent).values(created_at=utcnow() - timedelta(minutes=10)))
-        db.session.commit()
+    _undelivered_event(app, editor, timedelta(minutes=10))
     lagging = make_test_app(HEALTH_READY_OUTBOX_LAG_SECONDS=60)
     r = lagging.test_client().get("/api/v1/health/ready")
     assert r.status_code == 503
